@@ -1,0 +1,411 @@
+"""The ``.l3c`` container: bytes <-> header + channel streams + chunks (stdlib + numpy only).
+
+Byte layout: see docs/format.md (every byte is documented there).  All integers little-endian.
+
+API
+---
+Constants
+    MAGIC (8 bytes, PNG style), VERSION (1), MODES ({"RGB": 1, "L": 2, "RGBA": 3, "LA": 4}),
+    ALPHA_MODES, MODEL_CHANNELS ({1: 16, 2: 32, 3: 64}), STREAM_TANS/STREAM_RUN/STREAM_RAW (0/1/2),
+    CHUNK_ICC/CHUNK_EXIF/CHUNK_XMP (ancillary b"iccp"/b"exif"/b"xmpm"), CHUNK_ALPHA (critical b"ALPH"),
+    limits MAX_DIMENSION (65535), MAX_CHANNELS (256), MAX_CHUNKS (16), MAX_METADATA (16 MiB).
+
+Exceptions
+    NotL3icError(SyntaxError)     bad magic: not our format (Pillow ``_open`` lets it propagate).
+    ContainerError(OSError)       our format but invalid / corrupt; the message says what is wrong.
+    TruncatedError(ContainerError)  data ends before a declared structure does.
+    ChecksumError(ContainerError)   a CRC32 does not match.
+
+Data classes (frozen)
+    Header(width, height, mode, model_id, fingerprint)  -- validated on construction (ValueError);
+        derived: channels, latent_h = ceil(height/8), latent_w = ceil(width/8), n_symbols, size,
+        has_alpha.
+    ChannelEntry(mode, offset, length, crc32)      offset is relative to the container start.
+    ChunkEntry(type, offset, length, crc32)        .critical is True when type[0] is upper case.
+    Layout(header, channels, chunks, icc, exif, xmp, base, header_length, end, file_size)
+        channels: tuple[ChannelEntry]; chunks: every directory entry (known or not); icc/exif/xmp:
+        bytes or None (already read and CRC-checked); base: stream position of byte 0; end: total
+        declared length; file_size: bytes available from base (None if unknown).
+        Properties: alpha (ChunkEntry | None), truncated (bool), missing (indices of channels
+        that extend past the end of the file).
+
+Functions
+    accept(prefix) -> bool                 for the plugin's ``_accept``.
+    pack(header, channel_streams, channel_modes, *, icc=None, exif=None, xmp=None, alpha=None)
+        -> bytes   (ValueError on bad arguments; alpha is required iff header.has_alpha)
+    read_layout(fp) -> Layout              reads header + table + directory + icc/exif/xmp only,
+        never a channel stream or the alpha plane; fp is a seekable binary file positioned at the
+        container start.  A file truncated inside the payload still gives a Layout
+        (layout.truncated is True) so the plugin can honour LOAD_TRUNCATED_IMAGES.
+    read_channel(fp, layout, index) -> bytes        one stream, CRC-checked (raises).
+    read_channels(fp, layout, *, allow_truncated=False) -> list[bytes | None]
+        with allow_truncated, missing or corrupt channels are None instead of raising.
+    read_alpha(fp, layout, *, allow_truncated=False) -> bytes | None
+        None when there is no alpha chunk (or, with allow_truncated, when it is missing/corrupt).
+    unpack(data, *, allow_truncated=False) -> (Layout, list[bytes | None], bytes | None)
+
+Nothing is allocated or read sized by an untrusted field before that field has been checked
+against the limits above and against the size of the file.
+"""
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+from io import BytesIO
+from typing import BinaryIO, Sequence
+
+__all__ = [
+    "MAGIC", "VERSION", "MODES", "ALPHA_MODES", "MODEL_CHANNELS", "STREAM_TANS", "STREAM_RUN",
+    "STREAM_RAW", "CHUNK_ICC", "CHUNK_EXIF", "CHUNK_XMP", "CHUNK_ALPHA", "MAX_DIMENSION",
+    "MAX_CHANNELS", "MAX_CHUNKS", "MAX_METADATA", "NotL3icError", "ContainerError",
+    "TruncatedError", "ChecksumError", "Header", "ChannelEntry", "ChunkEntry", "Layout", "accept",
+    "pack", "read_layout", "read_channel", "read_channels", "read_alpha", "unpack",
+]
+
+MAGIC = b"\x89L3C\r\n\x1a\n"
+VERSION = 1
+MODES = {"RGB": 1, "L": 2, "RGBA": 3, "LA": 4}
+_MODE_NAMES = {v: k for k, v in MODES.items()}
+ALPHA_MODES = frozenset({"RGBA", "LA"})
+MODEL_CHANNELS = {1: 16, 2: 32, 3: 64}
+STREAM_TANS, STREAM_RUN, STREAM_RAW = 0, 1, 2
+_STREAM_MODES = frozenset({STREAM_TANS, STREAM_RUN, STREAM_RAW})
+
+CHUNK_ICC, CHUNK_EXIF, CHUNK_XMP, CHUNK_ALPHA = b"iccp", b"exif", b"xmpm", b"ALPH"
+_METADATA_CHUNKS = (CHUNK_ICC, CHUNK_EXIF, CHUNK_XMP)
+_KNOWN_CRITICAL = frozenset({CHUNK_ALPHA})
+
+MAX_DIMENSION = 65535
+MAX_CHANNELS = 256
+MAX_CHUNKS = 16
+MAX_METADATA = 16 << 20
+_U32 = 0xFFFFFFFF
+_READ_BLOCK = 1 << 20
+
+# magic, version, mode, model_id, n_chunks, width, height, latent_h, latent_w, channels, fingerprint
+_FIXED = struct.Struct("<8sBBBBIIHHH8s")   # 34 bytes
+_CHANNEL = struct.Struct("<BII")           # mode, length, crc32: 9 bytes
+_CHUNK = struct.Struct("<4sII")            # type, length, crc32: 12 bytes
+_CRC = struct.Struct("<I")
+
+
+class NotL3icError(SyntaxError):
+    """The data does not start with the l3ic magic: not our format."""
+
+
+class ContainerError(OSError):
+    """The data is an l3ic container but is invalid, corrupt or unsupported."""
+
+
+class TruncatedError(ContainerError):
+    """The data ends before a structure it declares."""
+
+
+class ChecksumError(ContainerError):
+    """A CRC32 (header, channel stream or chunk) does not match."""
+
+
+@dataclass(frozen=True)
+class Header:
+    width: int
+    height: int
+    mode: str
+    model_id: int
+    fingerprint: bytes
+
+    def __post_init__(self):
+        for name in ("width", "height"):
+            v = getattr(self, name)
+            if type(v) is not int or not 1 <= v <= MAX_DIMENSION:
+                raise ValueError(f"{name} {v!r} outside 1..{MAX_DIMENSION}")
+        if self.mode not in MODES:
+            raise ValueError(f"unsupported mode {self.mode!r}")
+        if self.model_id not in MODEL_CHANNELS:
+            raise ValueError(f"unknown model id {self.model_id!r}")
+        if not isinstance(self.fingerprint, bytes) or len(self.fingerprint) != 8:
+            raise ValueError("fingerprint must be 8 bytes")
+
+    @property
+    def channels(self) -> int:
+        return MODEL_CHANNELS[self.model_id]
+
+    @property
+    def latent_h(self) -> int:
+        return (self.height + 7) // 8
+
+    @property
+    def latent_w(self) -> int:
+        return (self.width + 7) // 8
+
+    @property
+    def n_symbols(self) -> int:
+        """Symbols in each channel stream (latent_h * latent_w)."""
+        return self.latent_h * self.latent_w
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return (self.width, self.height)
+
+    @property
+    def has_alpha(self) -> bool:
+        return self.mode in ALPHA_MODES
+
+
+@dataclass(frozen=True)
+class ChannelEntry:
+    mode: int
+    offset: int
+    length: int
+    crc32: int
+
+
+@dataclass(frozen=True)
+class ChunkEntry:
+    type: bytes
+    offset: int
+    length: int
+    crc32: int
+
+    @property
+    def critical(self) -> bool:
+        return not self.type[0] & 0x20
+
+
+@dataclass(frozen=True)
+class Layout:
+    header: Header
+    channels: tuple[ChannelEntry, ...]
+    chunks: tuple[ChunkEntry, ...]
+    icc: bytes | None
+    exif: bytes | None
+    xmp: bytes | None
+    base: int
+    header_length: int
+    end: int
+    file_size: int | None
+
+    @property
+    def alpha(self) -> ChunkEntry | None:
+        return next((c for c in self.chunks if c.type == CHUNK_ALPHA), None)
+
+    @property
+    def truncated(self) -> bool:
+        return self.file_size is not None and self.file_size < self.end
+
+    @property
+    def missing(self) -> tuple[int, ...]:
+        """Indices of channels that extend past the end of the file."""
+        if self.file_size is None:
+            return ()
+        return tuple(i for i, c in enumerate(self.channels)
+                     if c.offset + c.length > self.file_size)
+
+
+def accept(prefix: bytes) -> bool:
+    """True when ``prefix`` (Pillow passes the first 16 bytes) starts with the l3ic magic."""
+    return prefix[:8] == MAGIC
+
+
+def _valid_type(ctype: bytes) -> bool:
+    return isinstance(ctype, bytes) and len(ctype) == 4 and ctype.isalpha() and ctype.isascii()
+
+
+def pack(header: Header, channel_streams: Sequence[bytes], channel_modes: Sequence[int], *,
+         icc: bytes | None = None, exif: bytes | None = None, xmp: bytes | None = None,
+         alpha: bytes | None = None, extra_chunks: Sequence[tuple[bytes, bytes]] = ()) -> bytes:
+    """Serialise a container.  ``extra_chunks`` ((type, data) pairs, written after the metadata
+    chunks and before ALPH) exists for tests and forward compatibility."""
+    if not isinstance(header, Header):
+        raise TypeError("header must be a Header")
+    n = header.channels
+    if len(channel_streams) != n or len(channel_modes) != n:
+        raise ValueError(f"model {header.model_id} needs {n} channel streams and modes, got "
+                         f"{len(channel_streams)} and {len(channel_modes)}")
+    if header.has_alpha != (alpha is not None):
+        raise ValueError(f"mode {header.mode} {'requires' if header.has_alpha else 'forbids'}"
+                         " an alpha plane")
+    chunks: list[tuple[bytes, bytes]] = []
+    for ctype, data in ((CHUNK_ICC, icc), (CHUNK_EXIF, exif), (CHUNK_XMP, xmp),
+                        *extra_chunks, (CHUNK_ALPHA, alpha)):
+        if data is None:
+            continue
+        data = bytes(data)
+        if not _valid_type(ctype):
+            raise ValueError(f"invalid chunk type {ctype!r}")
+        if any(ctype == t for t, _ in chunks):
+            raise ValueError(f"duplicate chunk {ctype!r}")
+        limit = MAX_METADATA if ctype in _METADATA_CHUNKS else _U32
+        if len(data) > limit:
+            raise ValueError(f"chunk {ctype!r} is {len(data)} bytes, limit {limit}")
+        chunks.append((ctype, data))
+    if len(chunks) > MAX_CHUNKS:
+        raise ValueError(f"{len(chunks)} chunks, limit {MAX_CHUNKS}")
+    streams = [bytes(s) for s in channel_streams]
+    out = [_FIXED.pack(MAGIC, VERSION, MODES[header.mode], header.model_id, len(chunks),
+                       header.width, header.height, header.latent_h, header.latent_w, n,
+                       header.fingerprint)]
+    for mode, s in zip(channel_modes, streams):
+        if mode not in _STREAM_MODES:
+            raise ValueError(f"invalid stream mode {mode!r}")
+        if len(s) > _U32:
+            raise ValueError("channel stream longer than 4 GiB")
+        out.append(_CHANNEL.pack(mode, len(s), zlib.crc32(s)))
+    for ctype, data in chunks:
+        out.append(_CHUNK.pack(ctype, len(data), zlib.crc32(data)))
+    out.append(_CRC.pack(zlib.crc32(b"".join(out))))
+    out.extend(data for _, data in chunks)
+    out.extend(streams)
+    return b"".join(out)
+
+
+def _read(fp: BinaryIO, n: int) -> bytes:
+    """Read up to n bytes in bounded blocks, so a huge n never pre-allocates."""
+    parts = []
+    while n > 0:
+        b = fp.read(min(n, _READ_BLOCK))
+        if not b:
+            break
+        parts.append(b)
+        n -= len(b)
+    return b"".join(parts)
+
+
+def _available(fp: BinaryIO) -> int | None:
+    try:
+        pos = fp.tell()
+        end = fp.seek(0, 2)
+        fp.seek(pos)
+        return end - pos
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def read_layout(fp: BinaryIO) -> Layout:
+    """Parse and verify everything up to the payload; see the module docstring."""
+    base = fp.tell()
+    file_size = _available(fp)
+    fixed = _read(fp, _FIXED.size)
+    if fixed[:8] != MAGIC:
+        if 0 < len(fixed) < 8 and MAGIC.startswith(fixed):
+            raise TruncatedError(f"truncated l3ic header: file is {len(fixed)} bytes")
+        raise NotL3icError("not an l3ic file (bad magic)")
+    if len(fixed) > 8 and fixed[8] != VERSION:
+        raise ContainerError(f"unsupported l3ic version {fixed[8]} (this reader: {VERSION})")
+    if len(fixed) < _FIXED.size:
+        raise TruncatedError(f"truncated l3ic header: file is {len(fixed)} bytes")
+    (_, _, mode_id, model_id, n_chunks, width, height, latent_h, latent_w, n_channels,
+     fingerprint) = _FIXED.unpack(fixed)
+    if not 1 <= n_channels <= MAX_CHANNELS:
+        raise ContainerError(f"channel count {n_channels} outside 1..{MAX_CHANNELS}")
+    if n_chunks > MAX_CHUNKS:
+        raise ContainerError(f"chunk count {n_chunks} exceeds {MAX_CHUNKS}")
+    rest_len = n_channels * _CHANNEL.size + n_chunks * _CHUNK.size + _CRC.size
+    rest = _read(fp, rest_len)
+    if len(rest) < rest_len:
+        raise TruncatedError("truncated l3ic header (channel table / chunk directory)")
+    (stored_crc,) = _CRC.unpack_from(rest, rest_len - _CRC.size)
+    if zlib.crc32(rest[:-_CRC.size], zlib.crc32(fixed)) != stored_crc:
+        raise ChecksumError("l3ic header CRC mismatch: header is corrupt")
+    if mode_id not in _MODE_NAMES:
+        raise ContainerError(f"unknown pixel mode byte {mode_id}")
+    try:
+        header = Header(width, height, _MODE_NAMES[mode_id], model_id, fingerprint)
+    except ValueError as e:
+        raise ContainerError(f"invalid l3ic header: {e}") from None
+    if n_channels != header.channels:
+        raise ContainerError(f"model {model_id} has {header.channels} channels, "
+                             f"header says {n_channels}")
+    if (latent_h, latent_w) != (header.latent_h, header.latent_w):
+        raise ContainerError(f"latent shape {latent_h}x{latent_w} does not match image "
+                             f"{width}x{height} (expected {header.latent_h}x{header.latent_w})")
+    header_length = _FIXED.size + rest_len
+    offset = header_length
+    chunks: list[ChunkEntry] = []
+    pos = n_channels * _CHANNEL.size
+    for i in range(n_chunks):
+        ctype, length, crc = _CHUNK.unpack_from(rest, pos + i * _CHUNK.size)
+        if not _valid_type(ctype):
+            raise ContainerError(f"invalid chunk type {ctype!r}")
+        if any(c.type == ctype for c in chunks):
+            raise ContainerError(f"duplicate chunk {ctype.decode()}")
+        entry = ChunkEntry(ctype, offset, length, crc)
+        if entry.critical and ctype not in _KNOWN_CRITICAL:
+            raise ContainerError(f"unknown critical chunk {ctype.decode()}")
+        if ctype in _METADATA_CHUNKS and length > MAX_METADATA:
+            raise ContainerError(f"chunk {ctype.decode()} length {length} exceeds {MAX_METADATA}")
+        chunks.append(entry)
+        offset += length
+    has_alpha_chunk = any(c.type == CHUNK_ALPHA for c in chunks)
+    if header.has_alpha != has_alpha_chunk:
+        raise ContainerError(f"mode {header.mode} "
+                             f"{'requires' if header.has_alpha else 'forbids'} an ALPH chunk")
+    channels: list[ChannelEntry] = []
+    for i in range(n_channels):
+        mode, length, crc = _CHANNEL.unpack_from(rest, i * _CHANNEL.size)
+        if mode not in _STREAM_MODES:
+            raise ContainerError(f"channel {i}: invalid stream mode {mode}")
+        channels.append(ChannelEntry(mode, offset, length, crc))
+        offset += length
+    layout = Layout(header, tuple(channels), tuple(chunks), None, None, None, base,
+                    header_length, offset, file_size)
+    meta = {c.type: _read_entry(fp, layout, c, f"chunk {c.type.decode()}")
+            for c in chunks if c.type in _METADATA_CHUNKS}
+    return Layout(header, tuple(channels), tuple(chunks), meta.get(CHUNK_ICC),
+                  meta.get(CHUNK_EXIF), meta.get(CHUNK_XMP), base, header_length, offset,
+                  file_size)
+
+
+def _read_entry(fp: BinaryIO, layout: Layout, entry: ChannelEntry | ChunkEntry,
+                what: str) -> bytes:
+    if layout.file_size is not None and entry.offset + entry.length > layout.file_size:
+        raise TruncatedError(f"{what} is truncated: needs bytes {entry.offset}.."
+                             f"{entry.offset + entry.length}, file has {layout.file_size}")
+    fp.seek(layout.base + entry.offset)
+    data = _read(fp, entry.length)
+    if len(data) != entry.length:
+        raise TruncatedError(f"{what} is truncated: {len(data)} of {entry.length} bytes")
+    if zlib.crc32(data) != entry.crc32:
+        raise ChecksumError(f"{what} CRC mismatch: data is corrupt")
+    return data
+
+
+def read_channel(fp: BinaryIO, layout: Layout, index: int) -> bytes:
+    """Read one channel stream and verify its CRC (TruncatedError / ChecksumError)."""
+    if not 0 <= index < len(layout.channels):
+        raise IndexError(f"channel {index} out of range")
+    return _read_entry(fp, layout, layout.channels[index], f"channel {index}")
+
+
+def read_channels(fp: BinaryIO, layout: Layout, *,
+                  allow_truncated: bool = False) -> list[bytes | None]:
+    out: list[bytes | None] = []
+    for i in range(len(layout.channels)):
+        try:
+            out.append(read_channel(fp, layout, i))
+        except ContainerError:
+            if not allow_truncated:
+                raise
+            out.append(None)
+    return out
+
+
+def read_alpha(fp: BinaryIO, layout: Layout, *, allow_truncated: bool = False) -> bytes | None:
+    entry = layout.alpha
+    if entry is None:
+        return None
+    try:
+        return _read_entry(fp, layout, entry, "alpha chunk")
+    except ContainerError:
+        if not allow_truncated:
+            raise
+        return None
+
+
+def unpack(data: bytes, *, allow_truncated: bool = False
+           ) -> tuple[Layout, list[bytes | None], bytes | None]:
+    """Parse a whole in-memory container: (layout, channel streams, alpha bytes or None)."""
+    fp = BytesIO(data)
+    layout = read_layout(fp)
+    return (layout, read_channels(fp, layout, allow_truncated=allow_truncated),
+            read_alpha(fp, layout, allow_truncated=allow_truncated))
