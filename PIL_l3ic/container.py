@@ -1,67 +1,52 @@
-"""The ``.l3c`` container: bytes <-> header + channel streams + chunks (stdlib + numpy only).
+"""The ``.l3c`` container: bytes <-> header + channel streams + chunks (stdlib only).
 
-Byte layout: see docs/format.md (every byte is documented there).  All integers little-endian.
+Every byte is documented in docs/format.md.  All integers are little-endian.
 
-API
----
-Constants
-    MAGIC (8 bytes, PNG style), VERSION (1), MODES ({"RGB": 1, "L": 2, "RGBA": 3, "LA": 4}),
-    ALPHA_MODES, MODEL_CHANNELS ({1: 16, 2: 32, 3: 64}), STREAM_TANS/STREAM_RUN/STREAM_RAW (0/1/2),
-    CHUNK_ICC/CHUNK_EXIF/CHUNK_XMP (ancillary b"iccp"/b"exif"/b"xmpm"), CHUNK_ALPHA (critical b"ALPH"),
-    limits MAX_DIMENSION (65535), MAX_CHANNELS (256), MAX_CHUNKS (16), MAX_METADATA (16 MiB).
-
-Exceptions
-    NotL3icError(SyntaxError)     bad magic: not our format (Pillow ``_open`` lets it propagate).
-    ContainerError(OSError)       our format but invalid / corrupt; the message says what is wrong.
-    TruncatedError(ContainerError)  data ends before a declared structure does.
-    ChecksumError(ContainerError)   a CRC32 does not match.
+Exceptions (Pillow conventions)
+    NotL3icError(SyntaxError)         bad magic: not our format.
+    ContainerError(OSError)           our format but invalid / corrupt / unsupported version;
+    TruncatedError(ContainerError)    the message says what is wrong.  Truncated: data ends
+    ChecksumError(ContainerError)     before a declared structure; Checksum: a CRC32 mismatch.
 
 Data classes (frozen)
-    Header(width, height, mode, model_id, fingerprint)  -- validated on construction (ValueError);
-        derived: channels, latent_h = ceil(height/8), latent_w = ceil(width/8), n_symbols, size,
-        has_alpha.
-    ChannelEntry(mode, offset, length, crc32)      offset is relative to the container start.
-    ChunkEntry(type, offset, length, crc32)        .critical is True when type[0] is upper case.
-    Layout(header, channels, chunks, icc, exif, xmp, base, header_length, end, file_size)
-        channels: tuple[ChannelEntry]; chunks: every directory entry (known or not); icc/exif/xmp:
-        bytes or None (already read and CRC-checked); base: stream position of byte 0; end: total
-        declared length; file_size: bytes available from base (None if unknown).
-        Properties: alpha (ChunkEntry | None), truncated (bool), missing (indices of channels
-        that extend past the end of the file).
+    Header(width, height, mode, model_id, fingerprint): validated on construction (ValueError);
+        derived: channels (MODEL_CHANNELS[model_id]), latent_h = ceil(height/8),
+        latent_w = ceil(width/8), n_symbols = latent_h * latent_w, size, has_alpha.
+    ChannelEntry(mode, offset, length, crc32) and ChunkEntry(type, offset, length, crc32):
+        offsets are relative to the container start; ChunkEntry.critical: type[0] is upper case.
+    Layout(header, channels, chunks, icc, exif, xmp, base, header_length, end, file_size):
+        chunks lists every directory entry; icc/exif/xmp are bytes or None, already read and
+        CRC-checked; base is the stream position of byte 0; end the declared total length;
+        file_size the bytes available from base (None if unknown).  Properties: alpha
+        (ChunkEntry or None), truncated (file shorter than end), missing (indices of channels
+        extending past the end of the file).
 
 Functions
-    accept(prefix) -> bool                 for the plugin's ``_accept``.
+    accept(prefix) -> bool                      for the plugin's ``_accept``.
     pack(header, channel_streams, channel_modes, *, icc=None, exif=None, xmp=None, alpha=None)
-        -> bytes   (ValueError on bad arguments; alpha is required iff header.has_alpha)
-    read_layout(fp) -> Layout              reads header + table + directory + icc/exif/xmp only,
-        never a channel stream or the alpha plane; fp is a seekable binary file positioned at the
-        container start.  A file truncated inside the payload still gives a Layout
-        (layout.truncated is True) so the plugin can honour LOAD_TRUNCATED_IMAGES.
-    read_channel(fp, layout, index) -> bytes        one stream, CRC-checked (raises).
+        -> bytes.  ValueError on bad arguments; alpha is required iff header.has_alpha.
+    read_layout(fp) -> Layout    reads header, channel table, chunk directory and icc/exif/xmp
+        only (never a channel stream or the alpha plane).  fp: seekable binary file positioned
+        at the container start.  A file truncated inside the channel streams or alpha plane
+        still gives a Layout (layout.truncated), so the plugin can honour LOAD_TRUNCATED_IMAGES.
+    read_channel(fp, layout, index) -> bytes    one stream, CRC-checked (raises).
     read_channels(fp, layout, *, allow_truncated=False) -> list[bytes | None]
         with allow_truncated, missing or corrupt channels are None instead of raising.
-    read_alpha(fp, layout, *, allow_truncated=False) -> bytes | None
-        None when there is no alpha chunk (or, with allow_truncated, when it is missing/corrupt).
+    read_alpha(fp, layout, *, allow_truncated=False) -> bytes | None   (None: no ALPH chunk or,
+        with allow_truncated, a missing/corrupt one).
     unpack(data, *, allow_truncated=False) -> (Layout, list[bytes | None], bytes | None)
 
-Nothing is allocated or read sized by an untrusted field before that field has been checked
-against the limits above and against the size of the file.
+No read or allocation is ever sized by an untrusted field before that field has been checked
+against the limits (MAX_*) and against the size of the file.
 """
 from __future__ import annotations
 
+import operator
 import struct
 import zlib
 from dataclasses import dataclass
 from io import BytesIO
 from typing import BinaryIO, Sequence
-
-__all__ = [
-    "MAGIC", "VERSION", "MODES", "ALPHA_MODES", "MODEL_CHANNELS", "STREAM_TANS", "STREAM_RUN",
-    "STREAM_RAW", "CHUNK_ICC", "CHUNK_EXIF", "CHUNK_XMP", "CHUNK_ALPHA", "MAX_DIMENSION",
-    "MAX_CHANNELS", "MAX_CHUNKS", "MAX_METADATA", "NotL3icError", "ContainerError",
-    "TruncatedError", "ChecksumError", "Header", "ChannelEntry", "ChunkEntry", "Layout", "accept",
-    "pack", "read_layout", "read_channel", "read_channels", "read_alpha", "unpack",
-]
 
 MAGIC = b"\x89L3C\r\n\x1a\n"
 VERSION = 1
@@ -115,15 +100,22 @@ class Header:
     fingerprint: bytes
 
     def __post_init__(self):
+        try:  # normalise numpy integers / bytearray; reject floats and str
+            for name in ("width", "height", "model_id"):
+                object.__setattr__(self, name, operator.index(getattr(self, name)))
+            if not isinstance(self.fingerprint, (bytes, bytearray, memoryview)):
+                raise TypeError
+            object.__setattr__(self, "fingerprint", bytes(self.fingerprint))
+        except TypeError:
+            raise ValueError(f"bad field type in {self!r}") from None
         for name in ("width", "height"):
-            v = getattr(self, name)
-            if type(v) is not int or not 1 <= v <= MAX_DIMENSION:
-                raise ValueError(f"{name} {v!r} outside 1..{MAX_DIMENSION}")
+            if not 1 <= getattr(self, name) <= MAX_DIMENSION:
+                raise ValueError(f"{name} {getattr(self, name)} outside 1..{MAX_DIMENSION}")
         if self.mode not in MODES:
             raise ValueError(f"unsupported mode {self.mode!r}")
         if self.model_id not in MODEL_CHANNELS:
-            raise ValueError(f"unknown model id {self.model_id!r}")
-        if not isinstance(self.fingerprint, bytes) or len(self.fingerprint) != 8:
+            raise ValueError(f"unknown model id {self.model_id}")
+        if len(self.fingerprint) != 8:
             raise ValueError("fingerprint must be 8 bytes")
 
     @property
@@ -216,8 +208,6 @@ def pack(header: Header, channel_streams: Sequence[bytes], channel_modes: Sequen
          alpha: bytes | None = None, extra_chunks: Sequence[tuple[bytes, bytes]] = ()) -> bytes:
     """Serialise a container.  ``extra_chunks`` ((type, data) pairs, written after the metadata
     chunks and before ALPH) exists for tests and forward compatibility."""
-    if not isinstance(header, Header):
-        raise TypeError("header must be a Header")
     n = header.channels
     if len(channel_streams) != n or len(channel_modes) != n:
         raise ValueError(f"model {header.model_id} needs {n} channel streams and modes, got "
@@ -347,21 +337,19 @@ def read_layout(fp: BinaryIO) -> Layout:
             raise ContainerError(f"channel {i}: invalid stream mode {mode}")
         channels.append(ChannelEntry(mode, offset, length, crc))
         offset += length
-    layout = Layout(header, tuple(channels), tuple(chunks), None, None, None, base,
-                    header_length, offset, file_size)
-    meta = {c.type: _read_entry(fp, layout, c, f"chunk {c.type.decode()}")
+    meta = {c.type: _read_entry(fp, base, file_size, c, f"chunk {c.type.decode()}")
             for c in chunks if c.type in _METADATA_CHUNKS}
     return Layout(header, tuple(channels), tuple(chunks), meta.get(CHUNK_ICC),
                   meta.get(CHUNK_EXIF), meta.get(CHUNK_XMP), base, header_length, offset,
                   file_size)
 
 
-def _read_entry(fp: BinaryIO, layout: Layout, entry: ChannelEntry | ChunkEntry,
-                what: str) -> bytes:
-    if layout.file_size is not None and entry.offset + entry.length > layout.file_size:
+def _read_entry(fp: BinaryIO, base: int, file_size: int | None,
+                entry: ChannelEntry | ChunkEntry, what: str) -> bytes:
+    if file_size is not None and entry.offset + entry.length > file_size:
         raise TruncatedError(f"{what} is truncated: needs bytes {entry.offset}.."
-                             f"{entry.offset + entry.length}, file has {layout.file_size}")
-    fp.seek(layout.base + entry.offset)
+                             f"{entry.offset + entry.length}, file has {file_size}")
+    fp.seek(base + entry.offset)
     data = _read(fp, entry.length)
     if len(data) != entry.length:
         raise TruncatedError(f"{what} is truncated: {len(data)} of {entry.length} bytes")
@@ -374,7 +362,8 @@ def read_channel(fp: BinaryIO, layout: Layout, index: int) -> bytes:
     """Read one channel stream and verify its CRC (TruncatedError / ChecksumError)."""
     if not 0 <= index < len(layout.channels):
         raise IndexError(f"channel {index} out of range")
-    return _read_entry(fp, layout, layout.channels[index], f"channel {index}")
+    return _read_entry(fp, layout.base, layout.file_size, layout.channels[index],
+                       f"channel {index}")
 
 
 def read_channels(fp: BinaryIO, layout: Layout, *,
@@ -395,7 +384,7 @@ def read_alpha(fp: BinaryIO, layout: Layout, *, allow_truncated: bool = False) -
     if entry is None:
         return None
     try:
-        return _read_entry(fp, layout, entry, "alpha chunk")
+        return _read_entry(fp, layout.base, layout.file_size, entry, "alpha chunk")
     except ContainerError:
         if not allow_truncated:
             raise

@@ -4,6 +4,7 @@ import struct
 import tracemalloc
 import zlib
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
@@ -70,8 +71,11 @@ def test_header_derived():
     assert (h.channels, h.latent_h, h.latent_w, h.n_symbols) == (64, 3, 257, 771)
     assert h.has_alpha and h.size == (2049, 17)
     assert Header(65535, 65535, "L", 2, FP).latent_w == 8192
+    h2 = Header(np.int64(2049), np.uint16(17), "RGBA", np.int32(3), bytearray(FP))
+    assert h2 == h and type(h2.width) is int and type(h2.fingerprint) is bytes
     for bad in [(0, 1, "RGB", 1, FP), (65536, 1, "RGB", 1, FP), (1, 1, "P", 1, FP),
-                (1, 1, "RGB", 4, FP), (1, 1, "RGB", 1, b"short"), (1.0, 1, "RGB", 1, FP)]:
+                (1, 1, "RGB", 4, FP), (1, 1, "RGB", 1, b"short"), (1.0, 1, "RGB", 1, FP),
+                ("1", 1, "RGB", 1, FP), (1, 1, "RGB", 1, "12345678")]:
         with pytest.raises(ValueError):
             Header(*bad)
 
@@ -86,7 +90,7 @@ def test_roundtrip(mode, model_id, meta):
     layout, chans, alpha = c.unpack(data)
     assert layout.header == h and chans == s
     assert [e.mode for e in layout.channels] == modes
-    assert (layout.icc, layout.exif, layout.xmp) == tuple(meta.get(k) for k in ("icc", "exif", "xmp"))
+    assert (layout.icc, layout.exif, layout.xmp) == tuple(map(meta.get, ("icc", "exif", "xmp")))
     assert (alpha is not None) == h.has_alpha == (layout.alpha is not None)
     assert layout.end == len(data) and not layout.truncated and layout.missing == ()
     assert layout.header_length == 38 + 9 * h.channels + 12 * len(layout.chunks)
