@@ -1,0 +1,133 @@
+"""Pillow plugin for l3ic (``.l3c``): ``Image.open`` / ``Image.save(..., format="L3IC")``.
+
+Opening parses the header only (``container.read_layout``): size, mode and ``info``
+(``icc_profile``, ``exif``, ``xmp``) are available at once, Pillow's decompression-bomb check
+runs on the size before any decoding, and the networks run on ``load()`` (through the
+"l3ic" ``ImageFile.PyDecoder``, so paths, BytesIO and open files, ``thumbnail``, ``convert``
+and ``ImageOps.exif_transpose`` behave as for any other format).  Modes: RGB, L, RGBA, LA.
+With ``ImageFile.LOAD_TRUNCATED_IMAGES = True`` a file cut inside its channel streams decodes
+the intact channels and the missing ones as zeros (a missing alpha plane as opaque).
+
+Save options
+    quality       "16c" | "32c" (default) | "64c", or "low" | "medium" | "high" (the same three
+                  models), or a Pillow-style int: 1-40 -> "16c", 41-75 -> "32c", 76-100 -> "64c".
+    icc_profile   bytes; default ``im.info["icc_profile"]``; None or b"" drops it.
+    exif          bytes or ``Image.Exif`` (not copied from ``im.info`` unless given, as in
+                  Pillow's JPEG/PNG/WebP plugins).
+    xmp           bytes or str (UTF-8), likewise only when given.
+Invalid values raise ValueError.  Image modes are stored as:
+    RGB, L, RGBA, LA   as they are
+    P                  RGBA if it has transparency, else RGB;  PA -> RGBA
+    1                  L (0/255);  CMYK -> RGB (Pillow's conversion)
+    I;16, I;16L/B/N    L, the high byte (value >> 8), i.e. 0..65535 scaled to 0..255
+    I, F               L, Pillow's convert("L") (values clipped to 0..255)
+anything else: ValueError.  The file is encoded completely in memory before the first byte is
+written, so a failing save never leaves a partial file.
+"""
+from __future__ import annotations
+
+from typing import IO
+
+import numpy as np
+from PIL import Image, ImageFile
+
+from . import codec, container
+
+FORMAT = "L3IC"
+EXTENSIONS = [".l3c"]
+MIME = "image/x-l3ic"
+DEFAULT_QUALITY = "32c"
+_I16_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def _accept(prefix: bytes) -> bool:
+    return container.accept(prefix)
+
+
+class L3icImageFile(ImageFile.ImageFile):
+    format = FORMAT
+    format_description = "l3ic learned lossy image"
+
+    def _open(self) -> None:
+        layout = container.read_layout(self.fp)   # NotL3icError is a SyntaxError: not ours
+        header = layout.header
+        self._size = header.size
+        self._mode = header.mode
+        for key, value in (("icc_profile", layout.icc), ("exif", layout.exif),
+                           ("xmp", layout.xmp)):
+            if value is not None:
+                self.info[key] = value
+        self.l3ic_layout = layout
+        self.l3ic_model = codec.runtime.QUALITY_BY_ID[header.model_id]
+        self.tile = [ImageFile._Tile("l3ic", (0, 0) + header.size, layout.base, (layout,))]
+
+
+class L3icDecoder(ImageFile.PyDecoder):
+    """Decodes the whole image in one call, reading the streams from the file itself."""
+    _pulls_fd = True
+
+    def decode(self, buffer: bytes | Image.SupportsArrayInterface) -> tuple[int, int]:
+        (layout,) = self.args
+        assert self.fd is not None
+        pixels = codec.decode_image(self.fd, layout,
+                                    allow_truncated=bool(ImageFile.LOAD_TRUNCATED_IMAGES))
+        self.set_as_raw(memoryview(pixels).cast("B"), layout.header.mode)
+        return -1, 0
+
+
+# ----------------------------------------------------------------------------- saving
+
+def _codec_image(im: Image.Image) -> Image.Image:
+    mode = im.mode
+    if mode in container.MODES:
+        return im
+    if mode == "P":
+        return im.convert("RGBA" if im.has_transparency_data else "RGB")
+    if mode == "PA":
+        return im.convert("RGBA")
+    if mode in ("1", "I", "F"):
+        return im.convert("L")
+    if mode == "CMYK":
+        return im.convert("RGB")
+    if mode in _I16_MODES:
+        a = np.asarray(im)
+        return Image.fromarray((a >> 8).astype(np.uint8), "L")
+    raise ValueError(f"cannot write mode {mode} as L3IC (supported: RGB, L, RGBA, LA, P, PA, "
+                     "1, CMYK, I;16, I, F)")
+
+
+def _bytes_option(name: str, value) -> bytes | None:
+    if value is None:
+        return None
+    if isinstance(value, str) and name == "xmp":
+        value = value.encode("utf-8")
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise ValueError(f"L3IC save option {name} must be bytes, not {type(value).__name__}")
+    return bytes(value) or None
+
+
+def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
+    info = im.encoderinfo
+    quality = codec.resolve_quality(info.get("quality", DEFAULT_QUALITY))
+    icc = _bytes_option("icc_profile", info.get("icc_profile", im.info.get("icc_profile")))
+    exif = info.get("exif")
+    if isinstance(exif, Image.Exif):
+        exif = exif.tobytes()
+    exif = _bytes_option("exif", exif)
+    xmp = _bytes_option("xmp", info.get("xmp"))
+    for name, value in (("icc_profile", icc), ("exif", exif), ("xmp", xmp)):
+        if value is not None and len(value) > container.MAX_METADATA:
+            raise ValueError(f"L3IC save option {name} is {len(value)} bytes, "
+                             f"limit {container.MAX_METADATA}")
+    frame = _codec_image(im)
+    frame.load()
+    data = codec.encode_image(np.asarray(frame), frame.mode, quality, icc=icc, exif=exif,
+                              xmp=xmp)
+    fp.write(data)
+
+
+Image.register_open(FORMAT, L3icImageFile, _accept)
+Image.register_save(FORMAT, _save)
+Image.register_extensions(FORMAT, EXTENSIONS)
+Image.register_mime(FORMAT, MIME)
+Image.register_decoder("l3ic", L3icDecoder)

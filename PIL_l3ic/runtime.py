@@ -1,0 +1,309 @@
+"""Model registry and TFLite interpreters (LiteRT), created lazily, once per model, thread-safe.
+
+Where the models are (first match wins)
+    1. the directory named by the environment variable ``L3IC_MODEL_DIR``;
+    2. the installed package ``PIL_l3ic.tflite_models`` (setup.cfg maps it to ``tflite_models/``);
+    3. ``<repository>/tflite_models`` (a source checkout).
+Each quality ``q`` in QUALITIES has ``l3ic_<q>.json`` naming ``l3ic_<q>_encoder.tflite`` and
+``l3ic_<q>_decoder.tflite`` (interfaces in docs/architecture.md).  A missing, unreadable or
+inconsistent file raises ``ModelError`` (an OSError) whose message names the file.
+
+Interpreter
+    ``ai_edge_litert.interpreter`` (XNNPACK on the CPU), else ``tflite_runtime.interpreter``, else
+    ``tensorflow.lite``.  Threads: ``set_num_threads(n)``, else the environment variable
+    ``L3IC_NUM_THREADS``, else every core this process may use.  ``L3IC_GPU_DELEGATE=<library>``
+    loads that delegate (e.g. libtensorflowlite_gpu_delegate.so); if it cannot be loaded a
+    RuntimeWarning is issued and the CPU is used.  Settings are read when an interpreter is
+    created; ``set_num_threads`` and ``reset`` drop the cached interpreters.
+
+Nothing here imports the interpreter package or reads a file before the first ``model_info`` /
+``network`` call, so ``import PIL_l3ic`` stays cheap.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import threading
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+QUALITIES = ("16c", "32c", "64c")
+MODEL_IDS = {"16c": 1, "32c": 2, "64c": 3}
+QUALITY_BY_ID = {v: k for k, v in MODEL_IDS.items()}
+ENV_MODEL_DIR = "L3IC_MODEL_DIR"
+ENV_NUM_THREADS = "L3IC_NUM_THREADS"
+ENV_GPU_DELEGATE = "L3IC_GPU_DELEGATE"
+
+
+class ModelError(OSError):
+    """A model file is missing, unreadable or does not match its JSON description."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The contents of ``l3ic_<q>.json`` with resolved paths."""
+    quality: str
+    model_id: int
+    channels: int
+    codebook_min: int
+    codebook_max: int
+    latent_scale: float
+    fingerprint: bytes
+    variant: str
+    encoder_path: Path
+    decoder_path: Path
+    json_path: Path
+    train_steps: int
+
+
+_lock = threading.Lock()            # guards the caches below
+_infos: dict[tuple[str, str], ModelInfo] = {}
+_networks: dict[tuple[str, str, str], "Network"] = {}
+_num_threads: int | None = None
+_create_lock = threading.Lock()   # one interpreter creation at a time (never the same one twice)
+
+
+def model_dir() -> Path:
+    """The directory holding the model files (see the module docstring)."""
+    env = os.environ.get(ENV_MODEL_DIR)
+    if env:
+        return Path(env)
+    try:
+        from importlib.resources import files
+        path = Path(str(files("PIL_l3ic.tflite_models")))
+        if path.is_dir():
+            return path
+    except (ImportError, TypeError, ValueError):
+        pass
+    return Path(__file__).resolve().parent.parent / "tflite_models"
+
+
+def _quality(q: str | int) -> str:
+    if isinstance(q, int) and not isinstance(q, bool):
+        if q in QUALITY_BY_ID:
+            return QUALITY_BY_ID[q]
+    elif q in MODEL_IDS:
+        return q
+    raise ValueError(f"unknown l3ic model {q!r} (known: {', '.join(QUALITIES)})")
+
+
+def model_info(quality: str | int) -> ModelInfo:
+    """Metadata of one model (quality "16c"/"32c"/"64c" or model id 1/2/3), from its JSON."""
+    q = _quality(quality)
+    directory = model_dir()
+    key = (str(directory), q)
+    with _lock:
+        info = _infos.get(key)
+    if info is None:
+        info = _load_info(directory, q)
+        with _lock:
+            _infos[key] = info
+    return info
+
+
+def _load_info(directory: Path, q: str) -> ModelInfo:
+    path = directory / f"l3ic_{q}.json"
+    try:
+        with open(path, "rb") as f:
+            meta = json.load(f)
+    except FileNotFoundError:
+        raise ModelError(f"l3ic model description not found: {path} (set {ENV_MODEL_DIR} to the "
+                         "directory with the l3ic_<quality>.json and .tflite files)") from None
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot read l3ic model description {path}: {e}") from None
+    try:
+        fingerprint = bytes.fromhex(meta["fingerprint"])
+        info = ModelInfo(
+            quality=meta["quality"], model_id=int(meta["model_id"]),
+            channels=int(meta["channels"]), codebook_min=int(meta["codebook_min"]),
+            codebook_max=int(meta["codebook_max"]), latent_scale=float(meta["latent_scale"]),
+            fingerprint=fingerprint, variant=str(meta.get("variant", "")),
+            encoder_path=directory / meta["encoder"], decoder_path=directory / meta["decoder"],
+            json_path=path, train_steps=int(meta.get("train_steps", 0)))
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ModelError(f"invalid l3ic model description {path}: {type(e).__name__}: {e}") from None
+    problems = []
+    if info.quality != q:
+        problems.append(f"quality {info.quality!r} (expected {q!r})")
+    if info.model_id != MODEL_IDS[q]:
+        problems.append(f"model_id {info.model_id} (expected {MODEL_IDS[q]})")
+    if info.channels != int(q[:-1]):
+        problems.append(f"channels {info.channels} (expected {q[:-1]})")
+    if (info.codebook_min, info.codebook_max) != (-15, 16):
+        problems.append(f"codebook [{info.codebook_min}, {info.codebook_max}] (expected [-15, 16])")
+    if len(fingerprint) != 8:
+        problems.append("fingerprint is not 16 hex digits")
+    if problems:
+        raise ModelError(f"l3ic model description {path} does not match: {', '.join(problems)}")
+    return info
+
+
+# ----------------------------------------------------------------------------- settings
+
+def set_num_threads(n: int | None) -> None:
+    """Threads for the networks and the entropy coder; None: back to the default
+    (``L3IC_NUM_THREADS`` or all cores).  Interpreters already created are dropped."""
+    global _num_threads
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"number of threads must be a positive int or None, not {n!r}")
+    with _create_lock, _lock:
+        _num_threads = n
+        _networks.clear()
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def num_threads() -> int:
+    """The effective thread count (see set_num_threads)."""
+    if _num_threads is not None:
+        return _num_threads
+    env = os.environ.get(ENV_NUM_THREADS)
+    if env:
+        try:
+            n = int(env)
+            if n >= 1:
+                return n
+        except ValueError:
+            pass
+        warnings.warn(f"ignoring {ENV_NUM_THREADS}={env!r} (not a positive integer)",
+                      RuntimeWarning, stacklevel=2)
+    return _cpu_count()
+
+
+def reset() -> None:
+    """Forget cached model descriptions and interpreters (after changing the environment)."""
+    with _create_lock, _lock:
+        _infos.clear()
+        _networks.clear()
+
+
+# ----------------------------------------------------------------------------- interpreters
+
+def _backend() -> tuple[Any, Callable[..., Any]]:
+    """(Interpreter class, load_delegate function) of the first runtime available."""
+    for name in ("ai_edge_litert.interpreter", "tflite_runtime.interpreter"):
+        try:
+            mod = importlib.import_module(name)
+            return mod.Interpreter, mod.load_delegate
+        except ImportError:
+            continue
+    try:
+        import tensorflow as tf
+        return tf.lite.Interpreter, tf.lite.experimental.load_delegate
+    except ImportError:
+        raise ImportError("l3ic needs a TFLite runtime: pip install ai-edge-litert") from None
+
+
+class Network:
+    """One TFLite model with its interpreter.  ``run`` is thread-safe (one lock per interpreter);
+    the input tensor is resized (and tensors re-allocated) only when the shape changes."""
+
+    def __init__(self, info: ModelInfo, kind: str):
+        self.info = info
+        self.kind = kind
+        self.path = info.encoder_path if kind == "encoder" else info.decoder_path
+        self._lock = threading.Lock()
+        self._shape: tuple[int, ...] | None = None
+        self.delegate: str | None = None
+        self._interpreter = self._create()
+
+    def _create(self):
+        interpreter_cls, load_delegate = _backend()
+        if not self.path.is_file():
+            raise ModelError(f"l3ic model file not found: {self.path} "
+                             f"(described by {self.info.json_path})")
+        kwargs: dict[str, Any] = {"num_threads": num_threads()}
+        gpu = os.environ.get(ENV_GPU_DELEGATE)
+        if gpu:
+            try:
+                kwargs["experimental_delegates"] = [load_delegate(gpu)]
+                self.delegate = gpu
+            except (OSError, ValueError, RuntimeError) as e:
+                warnings.warn(f"{ENV_GPU_DELEGATE}: cannot load GPU delegate {gpu!r} ({e}); "
+                              "running on the CPU", RuntimeWarning, stacklevel=4)
+        try:
+            it = interpreter_cls(model_path=str(self.path), **kwargs)
+        except (ValueError, RuntimeError) as e:
+            if "experimental_delegates" not in kwargs:
+                raise ModelError(f"cannot load l3ic model file {self.path}: {e}") from None
+            warnings.warn(f"{ENV_GPU_DELEGATE}: GPU delegate {gpu!r} failed on {self.path.name} "
+                          f"({e}); running on the CPU", RuntimeWarning, stacklevel=4)
+            del kwargs["experimental_delegates"]
+            self.delegate = None
+            try:
+                it = interpreter_cls(model_path=str(self.path), **kwargs)
+            except (ValueError, RuntimeError) as e2:
+                raise ModelError(f"cannot load l3ic model file {self.path}: {e2}") from None
+        self._check(it)
+        self._in = it.get_input_details()[0]["index"]
+        self._out = it.get_output_details()[0]["index"]
+        return it
+
+    def _check(self, it) -> None:
+        c = self.info.channels
+        want_in, want_out = ((3, c) if self.kind == "encoder" else (c, 3))
+        ins, outs = it.get_input_details(), it.get_output_details()
+        problems = []
+        if len(ins) != 1 or len(outs) != 1:
+            problems.append(f"{len(ins)} inputs and {len(outs)} outputs (expected 1 and 1)")
+        else:
+            for what, d, want in (("input", ins[0], want_in), ("output", outs[0], want_out)):
+                sig = list(d.get("shape_signature", d["shape"]))
+                if len(sig) != 4 or sig[-1] != want or d["dtype"].__name__ != "float32":
+                    problems.append(f"{what} {sig} {d['dtype'].__name__} "
+                                    f"(expected [1, H, W, {want}] float32)")
+        if problems:
+            raise ModelError(f"l3ic model file {self.path} does not match "
+                             f"{self.info.json_path.name}: {'; '.join(problems)}")
+
+    def run(self, shape: tuple[int, ...], fill: Callable[[Any], None],
+            take: Callable[[Any], Any]) -> Any:
+        """Run once on an input of ``shape`` (1, H, W, C_in): ``fill(buffer)`` writes the input
+        straight into the interpreter's float32 input tensor, ``take(output)`` reads the output
+        tensor (a view, valid only during the call) and its result is returned."""
+        shape = tuple(int(s) for s in shape)
+        with self._lock:
+            it = self._interpreter
+            if shape != self._shape:
+                self._shape = None
+                it.resize_tensor_input(self._in, shape)
+                it.allocate_tensors()
+                self._shape = shape
+            buf = it.tensor(self._in)()
+            fill(buf)
+            del buf   # the interpreter refuses to run while views of its tensors exist
+            it.invoke()
+            out = it.tensor(self._out)()
+            try:
+                return take(out)
+            finally:
+                del out
+
+
+def network(quality: str | int, kind: str) -> Network:
+    """The encoder or decoder network of a model, created on first use and cached."""
+    if kind not in ("encoder", "decoder"):
+        raise ValueError(f"kind must be 'encoder' or 'decoder', not {kind!r}")
+    info = model_info(quality)
+    key = (str(info.json_path), info.quality, kind)
+    with _lock:
+        net = _networks.get(key)
+    if net is not None:
+        return net
+    with _create_lock:
+        with _lock:
+            net = _networks.get(key)
+        if net is None:
+            net = Network(info, kind)
+            with _lock:
+                _networks[key] = net
+    return net
+
