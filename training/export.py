@@ -1,0 +1,146 @@
+"""Export trained weights to the TFLite files the codec runs (tflite_models/).
+
+    python -m training.export [--qualities 16c 32c 64c] [--variant auto|float32|float16|int8]
+
+For each quality: encoder and decoder .tflite with dynamic height and width (interfaces in
+docs/architecture.md) and l3ic_<q>.json with what the runtime needs. With --variant auto (default)
+all three variants are converted and measured on the validation photos (never Kodak): the fastest
+variant whose PSNR stays within 0.1 dB and MS-SSIM within 0.001 of float32 is shipped, and the
+measurements are printed and written to training/runs/export_<q>.json.
+"""
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+
+from training import model, weights
+
+MODEL_IDS = {"16c": 1, "32c": 2, "64c": 3}
+OUT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tflite_models")
+VARIANTS = ("float32", "float16", "int8")
+
+
+def convert(fn, signature, variant):
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    frozen = convert_variables_to_constants_v2(fn.get_concrete_function(signature))
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+    if variant in ("float16", "int8"):
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]  # int8: dynamic-range weights
+    if variant == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    return converter.convert()
+
+
+def build(quality, source=None):
+    """Keras encoder/decoder with the committed (or given .npz) weights, and their float32 arrays."""
+    channels = int(quality[:-1])
+    encoder, decoder = model.build_encoder(channels), model.build_decoder(channels)
+    arrays, meta = weights.load_npz(source or weights.committed_path(quality))
+    weights.assign_model_arrays(encoder, decoder, arrays)
+    return encoder, decoder, weights.model_arrays(encoder, decoder), meta
+
+
+def tflite_pair(encoder, decoder, channels, variant):
+    import tensorflow as tf
+
+    enc_fn = tf.function(lambda x: encoder(x / 255.0, training=False))
+    dec_fn = tf.function(lambda z: decoder(z, training=False) * 255.0)
+    enc = convert(enc_fn, tf.TensorSpec([1, None, None, 3], tf.float32), variant)
+    dec = convert(dec_fn, tf.TensorSpec([1, None, None, channels], tf.float32), variant)
+    return enc, dec
+
+
+def _run(model_bytes, x):
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=model_bytes, num_threads=os.cpu_count())
+    inp = it.get_input_details()[0]["index"]
+    it.resize_tensor_input(inp, x.shape)
+    it.allocate_tensors()
+    it.set_tensor(inp, x)
+    t = time.perf_counter()
+    it.invoke()
+    return it.get_tensor(it.get_output_details()[0]["index"]), time.perf_counter() - t
+
+
+def measure(enc, dec, images):
+    """Mean PSNR, MS-SSIM (tf.image, on RGB), estimated bpp and network seconds on images."""
+    import tensorflow as tf
+
+    psnr, msssim, bpp, secs = [], [], [], 0.0
+    for im in images:
+        x = (im * 255).round().astype(np.float32)[None]
+        z, t1 = _run(enc, x)
+        q = np.clip(np.round(z), model.CODEBOOK_MIN, model.CODEBOOK_MAX).astype(np.float32)
+        y, t2 = _run(dec, q)
+        y = np.clip(np.round(y), 0, 255)
+        secs += t1 + t2
+        mse = np.mean((y - x) ** 2)
+        psnr.append(10 * np.log10(255 ** 2 / max(mse, 1e-10)))
+        msssim.append(float(tf.image.ssim_multiscale(tf.constant(x), tf.constant(y), 255.0)[0]))
+        bpp.append(model.empirical_bits(q[0].astype(np.int32)) / (x.shape[1] * x.shape[2]))
+    return {"psnr": float(np.mean(psnr)), "ms_ssim": float(np.mean(msssim)),
+            "bpp_estimate": float(np.mean(bpp)), "network_seconds": secs}
+
+
+def choose_variant(pairs, images):
+    from training.data import load_validation_images  # noqa: F401  (images passed in)
+
+    results = {v: measure(*pairs[v], images) for v in pairs}
+    ref = results["float32"]
+    ok = [v for v in pairs if ref["psnr"] - results[v]["psnr"] <= 0.1
+          and ref["ms_ssim"] - results[v]["ms_ssim"] <= 0.001]
+    return min(ok, key=lambda v: results[v]["network_seconds"]), results
+
+
+def export(quality, variant="auto", source=None):
+    from training.data import load_validation_images
+
+    encoder, decoder, arrays, meta = build(quality, source)
+    channels = int(quality[:-1])
+    candidates = VARIANTS if variant == "auto" else (variant,)
+    pairs = {v: tflite_pair(encoder, decoder, channels, v) for v in candidates}
+    results = None
+    if variant == "auto":
+        variant, results = choose_variant(pairs, load_validation_images(512))
+        for v, r in results.items():
+            print(f"{quality} {v:8s} psnr {r['psnr']:.3f} ms-ssim {r['ms_ssim']:.5f} "
+                  f"bpp~ {r['bpp_estimate']:.3f} net {r['network_seconds']:.2f}s", flush=True)
+    enc, dec = pairs[variant]
+    fp = weights.fingerprint({**arrays, "variant": np.frombuffer(variant.encode(), np.uint8)})
+    names = {"encoder": f"l3ic_{quality}_encoder.tflite", "decoder": f"l3ic_{quality}_decoder.tflite"}
+    os.makedirs(OUT_DIR, exist_ok=True)
+    for key, blob in (("encoder", enc), ("decoder", dec)):
+        with open(os.path.join(OUT_DIR, names[key]), "wb") as f:
+            f.write(blob)
+    info = {"quality": quality, "model_id": MODEL_IDS[quality], "channels": channels,
+            "codebook_min": model.CODEBOOK_MIN, "codebook_max": model.CODEBOOK_MAX,
+            "latent_scale": float(arrays["encoder/latent_scale/0"]), "fingerprint": fp,
+            "variant": variant, **names, "train_steps": int(meta.get("step", 0))}
+    with open(os.path.join(OUT_DIR, f"l3ic_{quality}.json"), "w") as f:
+        json.dump(info, f, indent=2)
+        f.write("\n")
+    if results:
+        os.makedirs(os.path.join(os.path.dirname(OUT_DIR), "training", "runs"), exist_ok=True)
+        with open(os.path.join(os.path.dirname(__file__), "runs", f"export_{quality}.json"), "w") as f:
+            json.dump({"chosen": variant, "validation": results}, f, indent=2)
+    print(f"{quality}: {variant}, fingerprint {fp}, {len(enc) + len(dec)} bytes", flush=True)
+    return info
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--qualities", nargs="+", default=["16c", "32c", "64c"], choices=list(MODEL_IDS))
+    p.add_argument("--variant", default="auto", choices=("auto",) + VARIANTS)
+    p.add_argument("--source", help="an .npz to export instead of the committed weights (one quality)")
+    args = p.parse_args(argv)
+    for q in args.qualities:
+        export(q, args.variant, args.source)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""The l3ic auto-encoder (after Theis et al. 2017), quantiser and rate estimate, in Keras 3 / TF.
+
+Encoder: [0,1] RGB -> [-1,1] -> Conv64 k5 s2 + LReLU -> Conv128 k5 s2 -> 3 residual blocks
+         -> ConvN k5 s2 -> x latent scale.                      (latent H/8 x W/8 x N)
+Decoder: latent / scale -> Conv512 k3 -> depth-to-space 2 -> 3 residual blocks
+         -> Conv256 k3 + LReLU -> d2s 2 -> Conv12 k3 -> d2s 2 -> (y+1)/2 clipped to [0,1].
+
+Training-speed choices (see docs/training.md): the second conv of every residual branch starts at
+zero, so each block starts as the identity and the network trains like a shallow one first.
+"""
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers
+
+CODEBOOK_MIN, CODEBOOK_MAX = -15, 16  # 32 integer values: index = value + 15
+LEAK = 0.2
+INITIAL_LATENT_SCALE = 2.0
+
+
+class Scale(layers.Layer):
+    """Multiply by one trainable scalar (the latent scale and its inverse in the decoder)."""
+
+    def __init__(self, initial=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.initial = float(initial)
+
+    def build(self, input_shape):
+        self.scale = self.add_weight(shape=(), initializer=keras.initializers.Constant(self.initial),
+                                     name="scale")
+
+    def call(self, x):
+        return x * self.scale
+
+    def get_config(self):
+        return {**super().get_config(), "initial": self.initial}
+
+
+class DepthToSpace(layers.Layer):
+    def call(self, x):
+        return tf.nn.depth_to_space(x, 2)
+
+
+def _conv(filters, kernel, name, stride=1, zero=False):
+    init = "zeros" if zero else keras.initializers.HeNormal()
+    return layers.Conv2D(filters, kernel, strides=stride, padding="same", name=name,
+                         kernel_initializer=init)
+
+
+def _residual_block(x, name, zero_init):
+    y = _conv(128, 3, f"{name}_conv1")(x)
+    y = layers.LeakyReLU(LEAK)(y)
+    y = _conv(128, 3, f"{name}_conv2", zero=zero_init)(y)
+    return layers.Add(name=f"{name}_add")([x, y])
+
+
+def build_encoder(channels: int, zero_init: bool = True) -> keras.Model:
+    x_in = keras.Input((None, None, 3), name="image")
+    x = layers.Rescaling(2.0, offset=-1.0)(x_in)
+    x = _conv(64, 5, "enc_conv1", stride=2)(x)
+    x = layers.LeakyReLU(LEAK)(x)
+    x = _conv(128, 5, "enc_conv2", stride=2)(x)
+    for i in range(3):
+        x = _residual_block(x, f"enc_res{i}", zero_init)
+    x = _conv(channels, 5, "enc_latent", stride=2)(x)  # touches the latent: not warm-started
+    z = Scale(INITIAL_LATENT_SCALE, name="latent_scale")(x)
+    return keras.Model(x_in, z, name=f"encoder{channels}")
+
+
+def build_decoder(channels: int, zero_init: bool = True) -> keras.Model:
+    z_in = keras.Input((None, None, channels), name="latent")
+    x = Scale(1.0 / INITIAL_LATENT_SCALE, name="inverse_scale")(z_in)
+    x = _conv(512, 3, "dec_latent")(x)  # touches the latent: not warm-started
+    x = DepthToSpace()(x)
+    for i in range(3):
+        x = _residual_block(x, f"dec_res{i}", zero_init)
+    x = _conv(256, 3, "dec_conv2")(x)
+    x = layers.LeakyReLU(LEAK)(x)
+    x = DepthToSpace()(x)
+    x = _conv(12, 3, "dec_conv3")(x)
+    x = DepthToSpace()(x)
+    y = layers.Lambda(lambda t: tf.clip_by_value((t + 1.0) / 2.0, 0.0, 1.0), name="to_unit")(x)
+    return keras.Model(z_in, y, name=f"decoder{channels}")
+
+
+def quantise(z, mode: str):
+    """Clip to the codebook range, then: 'noise' adds U(-0.5,0.5) (warm-up), 'hard' rounds with a
+    straight-through gradient, 'eval' rounds."""
+    z = tf.clip_by_value(z, CODEBOOK_MIN, CODEBOOK_MAX)
+    if mode == "noise":
+        return z + tf.random.uniform(tf.shape(z), -0.5, 0.5)
+    if mode == "hard":
+        return z + tf.stop_gradient(tf.round(z) - z)
+    return tf.round(z)
+
+
+def soft_histogram_bits(z):
+    """Differentiable entropy estimate in bits per latent value, computed per channel (as the
+    channel-wise entropy coder codes them) and averaged over channels.
+
+    Each value spreads its mass over the two nearest codebook entries (triangular kernel), so the
+    histogram is a smooth function of z and its entropy has a useful gradient."""
+    z = tf.clip_by_value(z, CODEBOOK_MIN, CODEBOOK_MAX)
+    centers = tf.range(CODEBOOK_MIN, CODEBOOK_MAX + 1, dtype=z.dtype)
+    flat = tf.reshape(z, [-1, tf.shape(z)[-1]])  # (values, channels)
+    weights = tf.nn.relu(1.0 - tf.abs(flat[:, :, None] - centers))  # (values, channels, 32)
+    p = tf.reduce_mean(weights, axis=0)  # (channels, 32)
+    p = p / tf.reduce_sum(p, axis=-1, keepdims=True)
+    h = -tf.reduce_sum(p * tf.math.log(p + 1e-9), axis=-1) / np.log(2.0)
+    return tf.reduce_mean(h)
+
+
+def empirical_bits(indices: np.ndarray, table_bytes_per_channel: float = 12.0) -> float:
+    """Bits of a per-channel order-0 coder for one image's latent (h, w, N), including a rough table
+    cost per channel: the figure to report before the real coder is available."""
+    n_values = indices.shape[0] * indices.shape[1]
+    total = 0.0
+    for c in range(indices.shape[-1]):
+        counts = np.bincount(indices[..., c].ravel().astype(np.int64) - CODEBOOK_MIN,
+                             minlength=32).astype(np.float64)
+        p = counts[counts > 0] / n_values
+        total += -(counts[counts > 0] * np.log2(p)).sum() + 8 * table_bytes_per_channel
+    return total

@@ -1,0 +1,240 @@
+"""Train one l3ic model on the CPU with a time budget; resumable, logs a learning curve.
+
+    python -m training.train --channels 32 --minutes 150 [--resume] [--init-from 32c]
+
+The defaults are the recipe chosen in docs/training.md:
+- residual branches start at zero (see training.model);
+- learning-rate warm-up to --lr, constant, then cosine decay over the last 30 % of the budget;
+- a warm-up phase with additive uniform noise instead of rounding (--noise-steps), then hard
+  rounding with a straight-through gradient;
+- a per-channel soft-histogram rate estimate (matches the channel-wise entropy coder);
+- rate control: lambda follows the measured rate towards --target-bpp, so every run lands at the
+  intended operating point and runs are compared at equal rate;
+- adaptive gradient clipping at 2x the running mean gradient norm.
+Checkpoints (weights + optimizer) go to training/runs/<name>/ every --checkpoint-minutes; the
+learning curve to training/runs/<name>/curve.csv; the final weights to training/weights/ (committed).
+"""
+import argparse
+import csv
+import math
+import os
+import time
+
+import numpy as np
+
+from training import data, model, weights
+
+DEFAULT_TARGET_BPP = {16: 0.46, 32: 0.76, 64: 1.35}
+RUNS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runs")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--channels", type=int, choices=(16, 32, 64), default=32)
+    p.add_argument("--minutes", type=float, default=150.0, help="wall-clock budget of this run")
+    p.add_argument("--name", help="run name (default: <channels>c)")
+    p.add_argument("--resume", action="store_true", help="continue the run's last checkpoint, "
+                   "else the committed weights of this quality")
+    p.add_argument("--init-from", help="warm start: a quality (e.g. 32c) or an .npz; all layers "
+                   "but the two that touch the latent")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--patch", type=int, default=128)
+    p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate")
+    p.add_argument("--lr-warmup", type=int, default=300, help="steps of linear lr warm-up")
+    p.add_argument("--decay-fraction", type=float, default=0.3, help="final part of the budget "
+                   "with cosine decay to lr/10")
+    p.add_argument("--noise-steps", type=int, default=1000, help="steps with uniform noise "
+                   "instead of rounding")
+    p.add_argument("--target-bpp", type=float, help="rate target of the estimate (rate control)")
+    p.add_argument("--lmbda", type=float, default=2e-3, help="initial lambda (per bpp, MSE on [0,1])")
+    p.add_argument("--rate-gain", type=float, default=0.003, help="0 disables rate control")
+    p.add_argument("--no-clip", action="store_true")
+    p.add_argument("--plain", action="store_true", help="baseline recipe: He init everywhere, no "
+                   "noise phase, no warm-up, no clipping, global histogram, fixed lambda")
+    p.add_argument("--eval-every", type=int, default=250)
+    p.add_argument("--patience", type=int, default=8, help="evaluations without improvement "
+                   "before stopping (0: never)")
+    p.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="TF intra-op threads (0: all cores)")
+    args = p.parse_args(argv)
+    args.name = args.name or f"{args.channels}c"
+    if args.target_bpp is None:
+        args.target_bpp = DEFAULT_TARGET_BPP[args.channels]
+    if args.plain:
+        args.noise_steps, args.lr_warmup, args.no_clip, args.rate_gain = 0, 0, True, 0.0
+    return args
+
+
+def learning_rate(args, step, elapsed_fraction):
+    lr = args.lr * min(1.0, (step + 1) / max(1, args.lr_warmup))
+    start = 1.0 - args.decay_fraction
+    if elapsed_fraction > start:
+        t = min(1.0, (elapsed_fraction - start) / args.decay_fraction)
+        lr *= 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t))
+    return lr
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(args.seed)
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    run_dir = os.path.join(RUNS_DIR, args.name)
+    os.makedirs(run_dir, exist_ok=True)
+    ckpt_path = os.path.join(run_dir, "checkpoint.npz")
+    quality = f"{args.channels}c"
+
+    encoder = model.build_encoder(args.channels, zero_init=not args.plain)
+    decoder = model.build_decoder(args.channels, zero_init=not args.plain)
+    variables = encoder.trainable_variables + decoder.trainable_variables
+    optimizer = keras.optimizers.Adam(learning_rate=args.lr)
+    optimizer.build(variables)
+
+    step, lmbda, best_val, stale = 0, args.lmbda, float("inf"), 0
+    if args.resume and os.path.exists(ckpt_path):
+        arrays, meta = weights.load_npz(ckpt_path)
+        weights.assign_model_arrays(encoder, decoder, arrays)
+        for v, a in zip(optimizer.variables, meta["optimizer"]):
+            v.assign(a)
+        step, lmbda = int(meta["step"]), float(meta["lmbda"])
+        best_val = float(meta.get("best_val", best_val))
+        print(f"resumed {ckpt_path} at step {step}", flush=True)
+    elif args.resume and os.path.exists(weights.committed_path(quality)):
+        arrays, meta = weights.load_npz(weights.committed_path(quality))
+        weights.assign_model_arrays(encoder, decoder, arrays)
+        step, lmbda = int(meta.get("step", 0)), float(meta.get("lmbda", lmbda))
+        args.lr_warmup = step + args.lr_warmup  # fresh optimizer state: warm up again
+        print(f"resumed committed weights {quality} at step {step}", flush=True)
+    elif args.init_from:
+        path = args.init_from if args.init_from.endswith(".npz") else weights.committed_path(args.init_from)
+        arrays, _ = weights.load_npz(path)
+        n = weights.assign_model_arrays(encoder, decoder, arrays, skip_latent_layers=True)
+        print(f"warm start from {path}: {n} tensors", flush=True)
+    start_step = step
+
+    print("loading images ...", flush=True)
+    sampler = data.PatchSampler(data.load_training_images(args.patch), args.patch, seed=args.seed + step)
+    val_images = data.load_validation_images()
+    print(f"{len(sampler.images)} training images (with scales), {len(val_images)} validation crops", flush=True)
+    bpp_per_bit = args.channels / 64.0
+
+    def rate_bits(z):
+        if args.plain:  # one global histogram over all channels
+            return model.soft_histogram_bits(tf.reshape(z, [-1, 1]))
+        return model.soft_histogram_bits(z)
+
+    def make_step(mode):
+        @tf.function(jit_compile=False, reduce_retracing=True)
+        def train_step(x, lr, lam, clip):
+            with tf.GradientTape() as tape:
+                z = encoder(x, training=True)
+                x_hat = decoder(model.quantise(z, mode), training=True)
+                mse = tf.reduce_mean(tf.square(x - x_hat))
+                bpp = rate_bits(z) * bpp_per_bit
+                loss = mse + lam * bpp
+            grads = tape.gradient(loss, variables)
+            norm = tf.linalg.global_norm(grads)
+            grads, _ = tf.clip_by_global_norm(grads, clip, use_norm=norm)
+            optimizer.learning_rate.assign(lr)
+            optimizer.apply_gradients(zip(grads, variables))
+            return loss, mse, bpp, norm
+        return train_step
+
+    steps = {"noise": make_step("noise"), "hard": make_step("hard")}
+
+    @tf.function(input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32)])
+    def infer(x):
+        q = model.quantise(encoder(x, training=False), "eval")
+        return q, decoder(q, training=False)
+
+    def validate():
+        psnrs, bpps = [], []
+        for im in val_images:
+            q, x_hat = infer(im[None])
+            mse = float(np.mean((np.round(x_hat[0].numpy() * 255) - np.round(im * 255)) ** 2))
+            psnrs.append(10 * np.log10(255.0 ** 2 / max(mse, 1e-10)))
+            bits = model.empirical_bits(q[0].numpy().astype(np.int32))
+            bpps.append(bits / (im.shape[0] * im.shape[1]))
+        return float(np.mean(psnrs)), float(np.mean(bpps))
+
+    def save_checkpoint():
+        arrays = weights.model_arrays(encoder, decoder)
+        opt = {f"opt/{i}": v.numpy() for i, v in enumerate(optimizer.variables)}
+        meta = {"meta/step": step, "meta/lmbda": lmbda, "meta/best_val": best_val}
+        tmp = ckpt_path + ".tmp.npz"
+        np.savez(tmp, **arrays, **opt, **meta)
+        os.replace(tmp, ckpt_path)
+
+    curve_path = os.path.join(run_dir, "curve.csv")
+    new_curve = not os.path.exists(curve_path) or step == 0
+    curve = open(curve_path, "w" if new_curve else "a", newline="")
+    writer = csv.writer(curve)
+    if new_curve:
+        writer.writerow(["step", "minutes", "loss", "mse", "bpp_estimate", "lambda", "lr",
+                         "val_psnr", "val_bpp"])
+    minutes_before = 0.0
+    if not new_curve:
+        with open(curve_path) as f:
+            rows = list(csv.reader(f))[1:]
+            minutes_before = float(rows[-1][1]) if rows else 0.0
+
+    t0 = time.time()
+    last_ckpt = t0
+    budget = args.minutes * 60
+    clip_ema, stats = None, []
+    while True:
+        elapsed = time.time() - t0
+        if elapsed > budget:
+            break
+        lr = learning_rate(args, step, elapsed / budget)
+        mode = "noise" if step < args.noise_steps else "hard"
+        clip = 1e9 if (args.no_clip or clip_ema is None) else 2.0 * clip_ema
+        loss, mse, bpp, norm = steps[mode](tf.constant(sampler.batch(args.batch)),
+                                           tf.constant(lr, tf.float32), tf.constant(lmbda, tf.float32),
+                                           tf.constant(clip, tf.float32))
+        norm = float(norm)
+        if math.isfinite(norm):
+            clip_ema = norm if clip_ema is None else 0.98 * clip_ema + 0.02 * min(norm, 2.0 * clip_ema)
+        bpp = float(bpp)
+        if args.rate_gain > 0:
+            lmbda *= math.exp(args.rate_gain * (bpp - args.target_bpp) / args.target_bpp)
+            lmbda = min(max(lmbda, 1e-5), 1.0)
+        stats.append((float(loss), float(mse), bpp))
+        step += 1
+        if not math.isfinite(float(loss)):
+            raise SystemExit(f"loss is not finite at step {step}")
+        if step % args.eval_every == 0 or time.time() - t0 > budget:
+            val_psnr, val_bpp = validate()
+            l, m, b = np.mean(stats, axis=0)
+            stats = []
+            minutes = minutes_before + (time.time() - t0) / 60
+            writer.writerow([step, f"{minutes:.2f}", f"{l:.6f}", f"{m:.6f}", f"{b:.4f}", f"{lmbda:.3e}",
+                             f"{lr:.2e}", f"{val_psnr:.3f}", f"{val_bpp:.4f}"])
+            curve.flush()
+            print(f"step {step} {minutes:.1f} min  loss {l:.5f} train-psnr {10*np.log10(1/m):.2f} "
+                  f"bpp-est {b:.3f} lambda {lmbda:.2e} lr {lr:.1e} | val psnr {val_psnr:.2f} "
+                  f"bpp {val_bpp:.3f}", flush=True)
+            val_loss = 10 ** (-val_psnr / 10) + lmbda * val_bpp
+            if val_loss < best_val:
+                best_val, stale = val_loss, 0
+            else:
+                stale += 1
+                if args.patience and stale >= args.patience and step - start_step > 2000:
+                    print("validation loss stopped improving: stopping", flush=True)
+                    break
+        if time.time() - last_ckpt > args.checkpoint_minutes * 60:
+            save_checkpoint()
+            last_ckpt = time.time()
+    save_checkpoint()
+    path = weights.save_committed(quality, weights.model_arrays(encoder, decoder), step=step,
+                                  lmbda=lmbda, channels=args.channels)
+    print(f"done: {step} steps; weights in {path}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

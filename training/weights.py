@@ -1,0 +1,69 @@
+"""Saving and loading model weights as .npz keyed by layer name, independent of the channel count.
+
+Keys look like "encoder/enc_res0_conv1/0". Committed weights (training/weights/l3ic_<q>.npz) are
+float16 to keep git history small; run checkpoints (training/runs/, not committed) are float32 and
+also hold the optimizer state so a run resumes exactly.
+"""
+import hashlib
+import os
+
+import numpy as np
+
+WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
+LATENT_LAYERS = ("enc_latent", "dec_latent")  # the layers whose shape depends on the channel count
+
+
+def model_arrays(encoder, decoder) -> dict[str, np.ndarray]:
+    arrays = {}
+    for role, model in (("encoder", encoder), ("decoder", decoder)):
+        for layer in model.layers:
+            for i, w in enumerate(layer.weights):
+                arrays[f"{role}/{layer.name}/{i}"] = np.asarray(w.numpy(), np.float32)
+    return arrays
+
+
+def assign_model_arrays(encoder, decoder, arrays, skip_latent_layers=False) -> int:
+    """Assign stored arrays to matching layers; returns how many tensors were set."""
+    count = 0
+    for role, model in (("encoder", encoder), ("decoder", decoder)):
+        for layer in model.layers:
+            if skip_latent_layers and layer.name in LATENT_LAYERS:
+                continue
+            for i, w in enumerate(layer.weights):
+                key = f"{role}/{layer.name}/{i}"
+                if key in arrays:
+                    if tuple(arrays[key].shape) != tuple(w.shape):
+                        raise ValueError(f"shape mismatch for {key}: {arrays[key].shape} vs {w.shape}")
+                    w.assign(arrays[key].astype(np.float32))
+                    count += 1
+    return count
+
+
+def fingerprint(arrays: dict[str, np.ndarray]) -> str:
+    """16 hex chars: first 8 bytes of SHA-256 over the weights (sorted keys, float32 bytes)."""
+    h = hashlib.sha256()
+    for key in sorted(arrays):
+        h.update(key.encode())
+        h.update(np.ascontiguousarray(arrays[key], np.float32).tobytes())
+    return h.hexdigest()[:16]
+
+
+def committed_path(quality: str) -> str:
+    return os.path.join(WEIGHTS_DIR, f"l3ic_{quality}.npz")
+
+
+def save_committed(quality: str, arrays: dict[str, np.ndarray], **info) -> str:
+    os.makedirs(WEIGHTS_DIR, exist_ok=True)
+    path = committed_path(quality)
+    meta = {f"meta/{k}": np.asarray(v) for k, v in info.items()}
+    np.savez_compressed(path, **{k: v.astype(np.float16) for k, v in arrays.items()}, **meta)
+    return path
+
+
+def load_npz(path: str) -> tuple[dict[str, np.ndarray], dict]:
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files if not k.startswith(("meta/", "opt/"))}
+        meta = {k[5:]: f[k].item() for k in f.files if k.startswith("meta/")}
+        opt = [f[f"opt/{i}"] for i in range(sum(k.startswith("opt/") for k in f.files))]
+    meta["optimizer"] = opt
+    return arrays, meta
