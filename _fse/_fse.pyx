@@ -1,0 +1,264 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
+"""Entropy coder for l3ic latent channels: table-based ANS (Finite State Entropy design).
+
+One channel is a run of uint8 symbols (codebook indices, typically 0..31).
+Every coded channel is a self-describing stream: it stores the symbol count n
+and its mode (tANS, single-symbol run, or raw).  See docs/entropy.md.
+
+    compress(data) -> bytes
+    decompress(blob, n=None) -> bytes
+    compress_batch(array2d, threads=0) -> list[bytes]
+    decompress_batch(blobs, n, threads=0) -> numpy.ndarray (len(blobs), n) uint8
+    stream_info(blob) -> dict
+
+Malformed streams raise FSEError (a ValueError subclass) and nothing else;
+arguments of the wrong type raise TypeError.  All coding runs with the GIL
+released; the batch calls run channels in parallel with OpenMP.
+"""
+from libc.stdint cimport uint8_t, uint64_t
+from libc.stdlib cimport malloc, free
+from libc.string cimport memset
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
+from cython.parallel cimport prange
+cimport openmp
+
+import numpy as np
+
+cdef extern from "fse.h" nogil:
+    unsigned int FSE_MAX_N_C "FSE_MAX_N"
+    int FSE_MIN_TABLELOG
+    int FSE_MAX_TABLELOG
+    int FSE_MODE_TANS5
+    int FSE_MODE_TANS8
+    int FSE_MODE_RUN
+    int FSE_MODE_RAW
+    int FSE_ERR_N_MISMATCH
+    void fse_init()
+    size_t fse_compress_bound(size_t n)
+    Py_ssize_t fse_compress(uint8_t *dst, size_t cap, const uint8_t *src, size_t n)
+    int fse_stream_info(const uint8_t *src, size_t size, uint64_t *n, int *mode,
+                        int *tablelog, int *states)
+    int fse_decompress(uint8_t *dst, size_t n, const uint8_t *src, size_t size)
+    unsigned fse_states_for_n(uint64_t n)
+    const char *fse_error_string(int code)
+
+fse_init()
+
+MAX_N = FSE_MAX_N_C
+MIN_TABLE_LOG = FSE_MIN_TABLELOG
+MAX_TABLE_LOG = FSE_MAX_TABLELOG
+_MODE_NAMES = {FSE_MODE_TANS5: "tans", FSE_MODE_TANS8: "tans", FSE_MODE_RUN: "run", FSE_MODE_RAW: "raw"}
+
+__all__ = ["FSEError", "compress", "decompress", "compress_batch", "decompress_batch",
+           "stream_info", "MAX_N"]
+
+
+class FSEError(ValueError):
+    """A coded channel is malformed (truncated, extended, corrupt) or does not
+    hold the expected number of symbols."""
+
+
+cdef str _msg(int code):
+    return fse_error_string(code).decode("ascii")
+
+
+cdef object _bytes_like(object obj, str what):
+    """Return an object exposing a C-contiguous 1-D unsigned-byte buffer, or raise TypeError."""
+    if isinstance(obj, (bytes, bytearray)):
+        return obj
+    if isinstance(obj, np.ndarray):
+        if obj.dtype != np.uint8:
+            raise TypeError(f"{what} must be a uint8 array, got dtype {obj.dtype}")
+        if obj.ndim != 1:
+            raise TypeError(f"{what} must be 1-D, got shape {obj.shape}")
+        return np.ascontiguousarray(obj)
+    try:
+        mv = memoryview(obj)
+    except TypeError:
+        raise TypeError(f"{what} must be bytes-like or a 1-D uint8 array, "
+                        f"got {type(obj).__name__}") from None
+    if mv.itemsize != 1 or mv.ndim > 1:
+        raise TypeError(f"{what} must be a 1-D buffer of bytes, got format "
+                        f"{mv.format!r} with {mv.ndim} dimensions")
+    if mv.format != "B":
+        mv = mv.cast("B")
+    if not mv.c_contiguous:
+        return mv.tobytes()
+    return mv
+
+
+cdef int _threads(object threads) except -1:
+    if not isinstance(threads, int) or isinstance(threads, bool):
+        raise TypeError("threads must be an int")
+    if threads < 0:
+        raise ValueError("threads must be >= 0 (0 = all cores)")
+    if threads == 0:
+        return max(1, openmp.omp_get_num_procs())
+    return threads
+
+
+def compress(data):
+    """Code one channel (bytes-like or 1-D uint8 array) into a self-describing stream."""
+    cdef const uint8_t[::1] src = _bytes_like(data, "data")
+    cdef size_t n = src.shape[0]
+    cdef const uint8_t *sp = &src[0] if n else <const uint8_t *>b""
+    if n > FSE_MAX_N_C:
+        raise FSEError(f"channel too long: {n} symbols (maximum {FSE_MAX_N_C})")
+    cdef size_t cap = fse_compress_bound(n)
+    cdef uint8_t *buf = <uint8_t *>malloc(cap)
+    cdef Py_ssize_t r
+    if buf == NULL:
+        raise MemoryError()
+    try:
+        with nogil:
+            r = fse_compress(buf, cap, sp, n)
+        if r < 0:
+            raise RuntimeError(f"fse_compress failed: {_msg(<int>r)}")
+        return PyBytes_FromStringAndSize(<char *>buf, r)
+    finally:
+        free(buf)
+
+
+cdef uint64_t _checked_n(const uint8_t *p, size_t size, object n) except? 0xFFFFFFFFFFFFFFFF:
+    """Parse the header; return the symbol count, checked against n when given."""
+    cdef uint64_t sn = 0
+    cdef int e = fse_stream_info(p, size, &sn, NULL, NULL, NULL)
+    if e:
+        raise FSEError(_msg(e))
+    if n is not None and sn != <uint64_t>n:
+        raise FSEError(f"stream holds {sn} symbols, expected {n}")
+    return sn
+
+
+cdef object _check_n_arg(object n):
+    if n is None:
+        return None
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool):
+        raise TypeError("n must be an int or None")
+    n = int(n)
+    if n < 0 or n > FSE_MAX_N_C:
+        raise ValueError(f"n must be in 0..{FSE_MAX_N_C}")
+    return n
+
+
+def decompress(blob, n=None):
+    """Decode one stream.  With n, the stream must hold exactly n symbols
+    (checked from the header before any allocation).  Returns bytes of length n."""
+    n = _check_n_arg(n)
+    cdef const uint8_t[::1] src = _bytes_like(blob, "blob")
+    cdef size_t size = src.shape[0]
+    cdef const uint8_t *sp = &src[0] if size else <const uint8_t *>b""
+    cdef uint64_t sn = _checked_n(sp, size, n)
+    out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>sn)
+    cdef uint8_t *op = <uint8_t *>PyBytes_AS_STRING(out)
+    cdef int e
+    with nogil:
+        e = fse_decompress(op, <size_t>sn, sp, size)
+    if e:
+        raise FSEError(_msg(e))
+    return out
+
+
+def stream_info(blob):
+    """Header of a stream: dict(n=, mode='tans'|'run'|'raw', table_log=, states=, size=)."""
+    cdef const uint8_t[::1] src = _bytes_like(blob, "blob")
+    cdef size_t size = src.shape[0]
+    cdef const uint8_t *sp = &src[0] if size else <const uint8_t *>b""
+    cdef uint64_t sn = 0
+    cdef int mode = 0, tl = 0, st = 0
+    cdef int e = fse_stream_info(sp, size, &sn, &mode, &tl, &st)
+    if e:
+        raise FSEError(_msg(e))
+    return {"n": sn, "mode": _MODE_NAMES[mode], "table_log": tl, "states": st, "size": size}
+
+
+def compress_batch(array2d, threads=0):
+    """Code every row of a 2-D uint8 array (channels x symbols) in parallel.
+    threads: 0 = all cores.  Returns a list of streams, one per row."""
+    cdef int nt = _threads(threads)
+    if not isinstance(array2d, np.ndarray):
+        raise TypeError("array2d must be a numpy.ndarray")
+    if array2d.dtype != np.uint8:
+        raise TypeError(f"array2d must be uint8, got dtype {array2d.dtype}")
+    if array2d.ndim != 2:
+        raise TypeError(f"array2d must be 2-D (channels x symbols), got shape {array2d.shape}")
+    arr = np.ascontiguousarray(array2d)
+    cdef Py_ssize_t C = arr.shape[0]
+    cdef size_t n = <size_t>arr.shape[1]
+    if n > FSE_MAX_N_C:
+        raise FSEError(f"channel too long: {n} symbols (maximum {FSE_MAX_N_C})")
+    if C == 0:
+        return []
+    cdef const uint8_t[:, ::1] v = arr
+    cdef const uint8_t *base = &v[0, 0] if n else <const uint8_t *>b""
+    cdef size_t cap = fse_compress_bound(n)
+    cdef uint8_t *bufs = <uint8_t *>malloc(<size_t>C * cap)
+    cdef Py_ssize_t *sizes = <Py_ssize_t *>malloc(<size_t>C * sizeof(Py_ssize_t))
+    cdef Py_ssize_t i
+    if bufs == NULL or sizes == NULL:
+        free(bufs)
+        free(sizes)
+        raise MemoryError()
+    try:
+        with nogil:
+            for i in prange(C, num_threads=nt, schedule="dynamic", chunksize=1):
+                sizes[i] = fse_compress(bufs + <size_t>i * cap, cap, base + <size_t>i * n, n)
+        out = []
+        for i in range(C):
+            if sizes[i] < 0:
+                raise RuntimeError(f"fse_compress failed on row {i}: {_msg(<int>sizes[i])}")
+            out.append(PyBytes_FromStringAndSize(<char *>(bufs + <size_t>i * cap), sizes[i]))
+        return out
+    finally:
+        free(bufs)
+        free(sizes)
+
+
+def decompress_batch(blobs, n, threads=0):
+    """Decode a sequence of streams that each hold exactly n symbols, in parallel.
+    Returns a C-contiguous uint8 array of shape (len(blobs), n)."""
+    cdef int nt = _threads(threads)
+    if n is None:
+        raise TypeError("n is required for decompress_batch")
+    n = _check_n_arg(n)
+    cdef size_t nn = <size_t>n
+    try:
+        seq = list(blobs)
+    except TypeError:
+        raise TypeError("blobs must be an iterable of bytes-like streams") from None
+    cdef Py_ssize_t C = len(seq)
+    cdef Py_ssize_t i
+    objs = [_bytes_like(b, f"blobs[{i}]") for i, b in enumerate(seq)]
+    out = np.empty((C, nn), dtype=np.uint8)
+    if C == 0:
+        return out
+    cdef uint8_t[:, ::1] ov = out
+    cdef uint8_t *obase = &ov[0, 0] if nn else NULL
+    cdef Py_buffer *views = <Py_buffer *>malloc(<size_t>C * sizeof(Py_buffer))
+    cdef int *errs = <int *>malloc(<size_t>C * sizeof(int))
+    cdef Py_ssize_t got = 0
+    cdef uint8_t dummy = 0
+    if views == NULL or errs == NULL:
+        free(views)
+        free(errs)
+        raise MemoryError()
+    try:
+        for i in range(C):
+            PyObject_GetBuffer(objs[i], &views[i], PyBUF_SIMPLE)
+            got += 1
+        with nogil:
+            for i in prange(C, num_threads=nt, schedule="dynamic", chunksize=1):
+                errs[i] = fse_decompress(obase + <size_t>i * nn if nn else &dummy, nn,
+                                         <const uint8_t *>views[i].buf, <size_t>views[i].len)
+        for i in range(C):
+            if errs[i]:
+                if errs[i] == FSE_ERR_N_MISMATCH:
+                    raise FSEError(f"channel {i}: stream does not hold {nn} symbols")
+                raise FSEError(f"channel {i}: {_msg(errs[i])}")
+        return out
+    finally:
+        for i in range(got):
+            PyBuffer_Release(&views[i])
+        free(views)
+        free(errs)

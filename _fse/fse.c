@@ -1,0 +1,798 @@
+/*
+ * fse.c -- table-based ANS coder (Finite State Entropy design) for PIL_l3ic.
+ *
+ * Written from scratch for this project (no third-party coder vendored).
+ * Stream format, design notes and measurements: docs/entropy.md.
+ *
+ * Layout of a stream:
+ *
+ *   varint n (LEB128, canonical, <= 5 bytes, n <= FSE_MAX_N)
+ *   bit stream, LSB-first inside each byte, starting on the next byte:
+ *     2 bits  mode: 0 tANS (symbols <= 31), 1 tANS (any byte), 2 run, 3 raw
+ *     run/raw: 6 zero bits, then 1 symbol byte (run) or n bytes (raw); nothing else.
+ *     tANS:    table description (see hdr_code), then the tANS payload written
+ *              forwards by the encoder (symbols n-1 .. 0), then the final
+ *              states (state S-1 .. 1 in R bits, state 0 in R+1 bits whose top
+ *              bit, always 1, is the end marker), then zero padding to a byte.
+ *
+ * The decoder reads the table description forwards and the payload backwards
+ * from the end marker; it must consume the payload exactly (ending on the
+ * first payload bit) and every state must end at its initial value 0.
+ */
+#include "fse.h"
+
+#include <math.h>
+#include <string.h>
+
+#if defined(__GNUC__)
+#define FSE_INLINE static inline __attribute__((always_inline))
+#define FSE_LIKELY(x) __builtin_expect(!!(x), 1)
+#define FSE_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#else
+#define FSE_INLINE static inline
+#define FSE_LIKELY(x) (x)
+#define FSE_UNLIKELY(x) (x)
+#endif
+
+#define FSE_MAX_L (1u << FSE_MAX_TABLELOG)
+#define RICE_ESC 6u          /* unary prefix length that switches to a plain R-bit count */
+#define TRIAL_MAX_N 16384u   /* up to this n the encoder tries several table logs */
+#define TRIAL_COUNT 3
+
+/* ------------------------------------------------------------------------ */
+/* small helpers                                                              */
+/* ------------------------------------------------------------------------ */
+FSE_INLINE uint64_t rd64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; } /* LE host */
+FSE_INLINE void wr64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
+FSE_INLINE unsigned highbit32(uint32_t v) { return 31u - (unsigned)__builtin_clz(v); } /* v > 0 */
+FSE_INLINE unsigned bitlen32(uint32_t v) { return v ? highbit32(v) + 1u : 0u; }
+
+#if !(defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__)
+#error "fse.c assumes a little-endian host"
+#endif
+
+static float lg2[FSE_MAX_L + 2];   /* lg2[i] = log2(i), lg2[0] unused */
+static int lg2_ready = 0;
+
+void fse_init(void)
+{
+    if (lg2_ready) return;
+    lg2[0] = 0.0f;
+    for (unsigned i = 1; i < FSE_MAX_L + 2; i++) lg2[i] = (float)log2((double)i);
+    lg2_ready = 1;
+}
+
+unsigned fse_states_for_n(uint64_t n)
+{
+    if (n < 16384) return 1;
+    if (n < 65536) return 2;
+    return 4;
+}
+
+const char *fse_error_string(int code)
+{
+    switch (code) {
+    case FSE_ERR_EMPTY: return "empty stream";
+    case FSE_ERR_VARINT: return "symbol count field truncated, overlong or not canonical";
+    case FSE_ERR_N_TOO_LARGE: return "symbol count in stream exceeds the maximum channel length";
+    case FSE_ERR_N_MISMATCH: return "stream holds a different number of symbols than expected";
+    case FSE_ERR_MODE: return "invalid mode byte";
+    case FSE_ERR_SIZE: return "stream size does not match its mode (truncated or trailing bytes)";
+    case FSE_ERR_HDR_TRUNC: return "table description truncated";
+    case FSE_ERR_TABLELOG: return "table log out of bounds";
+    case FSE_ERR_SYMBOLS: return "invalid symbol range in table description";
+    case FSE_ERR_COUNTS: return "invalid normalised counts (must sum to the table size)";
+    case FSE_ERR_NO_SENTINEL: return "missing end marker (last byte is zero: trailing bytes or truncation)";
+    case FSE_ERR_TRUNCATED: return "bit stream too short for the symbol count (truncated or corrupt)";
+    case FSE_ERR_TRAILING: return "bit stream has bits left over after the last symbol (corrupt or extended)";
+    case FSE_ERR_FINAL_STATE: return "decoder did not return to the initial state (corrupt stream)";
+    case FSE_ERR_DST_SMALL: return "output buffer too small";
+    case FSE_ERR_TOO_FEW: return "tANS stream must code at least 2 symbols";
+    case FSE_ERR_N_RANGE: return "channel too long (more than 2^31-1 symbols)";
+    default: return "unknown error";
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* length field                                                               */
+/* ------------------------------------------------------------------------ */
+static size_t varint_put(uint8_t *dst, uint64_t v)
+{
+    size_t k = 0;
+    while (v >= 0x80) { dst[k++] = (uint8_t)(v | 0x80); v >>= 7; }
+    dst[k++] = (uint8_t)v;
+    return k;
+}
+
+/* returns bytes used (>0) or error */
+static int varint_get(const uint8_t *src, size_t size, uint64_t *out)
+{
+    uint64_t v = 0;
+    if (size == 0) return FSE_ERR_EMPTY;
+    for (size_t k = 0; k < FSE_MAX_VARINT; k++) {
+        if (k >= size) return FSE_ERR_VARINT;
+        uint8_t b = src[k];
+        v |= (uint64_t)(b & 0x7F) << (7 * k);
+        if (!(b & 0x80)) {
+            if (k > 0 && b == 0) return FSE_ERR_VARINT;   /* not canonical */
+            if (v > FSE_MAX_N) return FSE_ERR_N_TOO_LARGE;
+            *out = v;
+            return (int)(k + 1);
+        }
+    }
+    return FSE_ERR_VARINT;
+}
+
+size_t fse_compress_bound(size_t n)
+{
+    return FSE_MAX_VARINT + 1 + n + 16;
+}
+
+/* ------------------------------------------------------------------------ */
+/* forward bit writer (LSB-first).  Invariant: nacc <= 7 after a flush.        */
+/* ------------------------------------------------------------------------ */
+typedef struct {
+    uint64_t acc;
+    unsigned nacc;
+    uint8_t *p;
+    uint8_t *lim;     /* p must stay <= lim so that an 8-byte store fits */
+    int overflow;
+} bitw;
+
+FSE_INLINE void bw_add(bitw *w, uint64_t v, unsigned nb) { w->acc |= v << w->nacc; w->nacc += nb; }
+FSE_INLINE void bw_flush(bitw *w)
+{
+    if (FSE_UNLIKELY(w->p > w->lim)) { w->overflow = 1; return; }
+    wr64(w->p, w->acc);
+    unsigned nbytes = w->nacc >> 3;
+    w->p += nbytes;
+    w->acc = nbytes ? (w->acc >> (nbytes * 8)) : w->acc;   /* nbytes <= 7 */
+    w->nacc &= 7;
+}
+/* put up to 32 bits and flush */
+FSE_INLINE void bw_put(bitw *w, uint32_t v, unsigned nb) { bw_add(w, v, nb); bw_flush(w); }
+
+/* ------------------------------------------------------------------------ */
+/* histogram                                                                  */
+/* ------------------------------------------------------------------------ */
+static void histogram(uint32_t h[256], const uint8_t *src, size_t n)
+{
+    uint32_t c[8][256];
+    memset(c, 0, sizeof c);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t a = rd64(src + i);
+        c[0][a & 255]++;
+        c[1][(a >> 8) & 255]++;
+        c[2][(a >> 16) & 255]++;
+        c[3][(a >> 24) & 255]++;
+        c[4][(a >> 32) & 255]++;
+        c[5][(a >> 40) & 255]++;
+        c[6][(a >> 48) & 255]++;
+        c[7][a >> 56]++;
+    }
+    for (; i < n; i++) c[0][src[i]]++;
+    for (unsigned s = 0; s < 256; s++)
+        h[s] = c[0][s] + c[1][s] + c[2][s] + c[3][s] + c[4][s] + c[5][s] + c[6][s] + c[7][s];
+}
+
+/* ------------------------------------------------------------------------ */
+/* normalisation: integer q[s] >= 1 for every present symbol, sum = 2^R,     */
+/* maximising sum c[s] log q[s] (minimum ideal code length).  The objective is */
+/* separable and concave, so a start from rounding followed by greedy unit    */
+/* moves until no move gains is optimal.                                      */
+/* ------------------------------------------------------------------------ */
+static void normalize(uint32_t *q, const uint32_t *cnt, unsigned lo, unsigned hi,
+                      uint64_t n, unsigned R)
+{
+    const uint32_t L = 1u << R;
+    int64_t sum = 0;
+    for (unsigned s = lo; s <= hi; s++) {
+        if (!cnt[s]) { q[s] = 0; continue; }
+        uint64_t v = ((uint64_t)cnt[s] * L + n / 2) / n;
+        if (v < 1) v = 1;
+        if (v > L - 1) v = L - 1;
+        q[s] = (uint32_t)v;
+        sum += (int64_t)v;
+    }
+    /* fix the sum */
+    while (sum < (int64_t)L) {
+        unsigned best = lo; double bg = -1.0;
+        for (unsigned s = lo; s <= hi; s++) {
+            if (!cnt[s]) continue;
+            double g = (double)cnt[s] * (double)(lg2[q[s] + 1] - lg2[q[s]]);
+            if (g > bg) { bg = g; best = s; }
+        }
+        q[best]++; sum++;
+    }
+    while (sum > (int64_t)L) {
+        unsigned best = lo; double bl = 1e300;
+        for (unsigned s = lo; s <= hi; s++) {
+            if (q[s] <= 1) continue;
+            double l = (double)cnt[s] * (double)(lg2[q[s]] - lg2[q[s] - 1]);
+            if (l < bl) { bl = l; best = s; }
+        }
+        q[best]--; sum--;
+    }
+    /* exchange until optimal */
+    for (unsigned iter = 0; iter < 4 * FSE_MAX_L; iter++) {
+        unsigned sa = lo, sr = lo; double ga = -1.0, lr = 1e300;
+        for (unsigned s = lo; s <= hi; s++) {
+            if (!cnt[s]) continue;
+            double g = (double)cnt[s] * (double)(lg2[q[s] + 1] - lg2[q[s]]);
+            if (g > ga) { ga = g; sa = s; }
+            if (q[s] > 1) {
+                double l = (double)cnt[s] * (double)(lg2[q[s]] - lg2[q[s] - 1]);
+                if (l < lr) { lr = l; sr = s; }
+            }
+        }
+        if (sa == sr || !(ga > lr * (1.0 + 1e-9) + 1e-9)) break;
+        q[sa]++; q[sr]--;
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* table description                                                          */
+/*   3 bits R-5 | lo (5 or 8 bits) | gamma(hi-lo) | peak-lo in bitlen(hi-lo)  */
+/*   bits | 2 bits d | counts of every symbol in [lo,hi] but the peak, from   */
+/*   peak-1 down to lo, then peak+1 up to hi, each as an adaptive Rice code:  */
+/*   v = q - (1 if the symbol is lo or hi), k = max(0, bitlen(prev)-1-d)     */
+/*   (prev: previous count in this direction, 2^(R-1) at the start), unary    */
+/*   u = v>>k (u ones and a zero) then k bits; u >= RICE_ESC: RICE_ESC ones   */
+/*   then v in R bits.  The peak count is 2^R minus the others.               */
+/* ------------------------------------------------------------------------ */
+typedef struct {
+    unsigned R, lo, hi, peak, d, small;
+    uint32_t q[256];
+} tdesc;
+
+FSE_INLINE unsigned rice_k(uint32_t prev, unsigned d)
+{
+    unsigned b = bitlen32(prev);
+    return b > 1 + d ? b - 1 - d : 0;
+}
+
+/* cost in bits of the count list for a given d */
+static unsigned counts_cost(const tdesc *t, unsigned d)
+{
+    unsigned bits = 0;
+    const uint32_t L = 1u << t->R;
+    for (int dir = -1; dir <= 1; dir += 2) {
+        uint32_t prev = L >> 1;
+        for (int s = (int)t->peak + dir; s >= (int)t->lo && s <= (int)t->hi; s += dir) {
+            uint32_t v = t->q[s] - ((unsigned)s == t->lo || (unsigned)s == t->hi);
+            unsigned k = rice_k(prev, d);
+            uint32_t u = v >> k;
+            bits += (u < RICE_ESC) ? u + 1 + k : RICE_ESC + t->R;
+            prev = t->q[s];
+        }
+    }
+    return bits;
+}
+
+/* choose d, return the full description cost (mode bits included) */
+static unsigned hdr_cost(tdesc *t)
+{
+    unsigned m = t->hi - t->lo;
+    unsigned base = 2 + 3 + (t->small ? 5 : 8) + (2 * bitlen32(m) - 1) + bitlen32(m) + 2;
+    unsigned best = ~0u, bd = 0;
+    for (unsigned d = 0; d < 4; d++) {
+        unsigned c = counts_cost(t, d);
+        if (c < best) { best = c; bd = d; }
+    }
+    t->d = bd;
+    return base + best;
+}
+
+static void hdr_write(bitw *w, const tdesc *t)
+{
+    const uint32_t L = 1u << t->R;
+    unsigned m = t->hi - t->lo, bm = bitlen32(m);
+    bw_put(w, t->small ? FSE_MODE_TANS5 : FSE_MODE_TANS8, 2);
+    bw_put(w, t->R - FSE_MIN_TABLELOG, 3);
+    bw_put(w, t->lo, t->small ? 5 : 8);
+    /* gamma(m): bm-1 zeros, a one, then the bm-1 low bits of m */
+    bw_put(w, 1u << (bm - 1), bm);
+    if (bm > 1) bw_put(w, m & ((1u << (bm - 1)) - 1), bm - 1);
+    bw_put(w, t->peak - t->lo, bm);
+    bw_put(w, t->d, 2);
+    for (int dir = -1; dir <= 1; dir += 2) {
+        uint32_t prev = L >> 1;
+        for (int s = (int)t->peak + dir; s >= (int)t->lo && s <= (int)t->hi; s += dir) {
+            uint32_t v = t->q[s] - ((unsigned)s == t->lo || (unsigned)s == t->hi);
+            unsigned k = rice_k(prev, t->d);
+            uint32_t u = v >> k;
+            if (u < RICE_ESC) {
+                bw_put(w, (1u << u) - 1, u + 1);
+                if (k) bw_put(w, v & ((1u << k) - 1), k);
+            } else {
+                bw_put(w, (1u << RICE_ESC) - 1, RICE_ESC);
+                bw_put(w, v, t->R);
+            }
+            prev = t->q[s];
+        }
+    }
+}
+
+/* forward bit reader with bounds checks (table description only) */
+typedef struct {
+    const uint8_t *p;
+    size_t nbits;   /* bits available */
+    size_t pos;
+} bitr;
+
+FSE_INLINE int br_get(bitr *r, unsigned nb, uint32_t *out)   /* nb <= 32 */
+{
+    if (nb > r->nbits - r->pos || r->pos > r->nbits) return FSE_ERR_HDR_TRUNC;
+    uint64_t v = 0;
+    size_t byte = r->pos >> 3;
+    unsigned sh = (unsigned)(r->pos & 7);
+    unsigned need = (sh + nb + 7) >> 3;   /* <= 5 bytes */
+    for (unsigned j = 0; j < need; j++) v |= (uint64_t)r->p[byte + j] << (8 * j);
+    *out = (uint32_t)((v >> sh) & ((nb == 32) ? 0xFFFFFFFFull : ((1ull << nb) - 1)));
+    r->pos += nb;
+    return 0;
+}
+
+static int hdr_read(bitr *r, tdesc *t, unsigned mode)
+{
+    uint32_t v;
+    int e;
+    t->small = (mode == FSE_MODE_TANS5);
+    if ((e = br_get(r, 3, &v))) return e;
+    t->R = v + FSE_MIN_TABLELOG;
+    if (t->R > FSE_MAX_TABLELOG) return FSE_ERR_TABLELOG;
+    const uint32_t L = 1u << t->R;
+    const unsigned maxsym = t->small ? 31 : 255;
+    if ((e = br_get(r, t->small ? 5 : 8, &v))) return e;
+    t->lo = v;
+    unsigned z = 0;   /* gamma(m) */
+    for (;;) {
+        if ((e = br_get(r, 1, &v))) return e;
+        if (v) break;
+        if (++z > 7) return FSE_ERR_SYMBOLS;
+    }
+    uint32_t m = 1;
+    if (z) { if ((e = br_get(r, z, &v))) return e; m = (1u << z) | v; }
+    if (t->lo + m > maxsym) return FSE_ERR_SYMBOLS;
+    t->hi = t->lo + m;
+    if (!t->small && t->hi <= 31) return FSE_ERR_SYMBOLS;   /* canonical: small mode */
+    if ((e = br_get(r, bitlen32(m), &v))) return e;
+    if (v > m) return FSE_ERR_SYMBOLS;
+    t->peak = t->lo + v;
+    if ((e = br_get(r, 2, &v))) return e;
+    t->d = v;
+    uint32_t sum = 0;
+    for (int dir = -1; dir <= 1; dir += 2) {
+        uint32_t prev = L >> 1;
+        for (int s = (int)t->peak + dir; s >= (int)t->lo && s <= (int)t->hi; s += dir) {
+            unsigned k = rice_k(prev, t->d);
+            unsigned u = 0;
+            for (;;) {
+                if ((e = br_get(r, 1, &v))) return e;
+                if (!v) break;
+                if (++u == RICE_ESC) break;
+            }
+            uint32_t val;
+            if (u < RICE_ESC) {
+                uint32_t low = 0;
+                if (k && (e = br_get(r, k, &low))) return e;
+                val = (u << k) | low;
+            } else {
+                if ((e = br_get(r, t->R, &val))) return e;
+            }
+            uint32_t q = val + ((unsigned)s == t->lo || (unsigned)s == t->hi);
+            if (q >= L || sum + q >= L) return FSE_ERR_COUNTS;   /* peak must keep >= 1 */
+            t->q[s] = q;
+            sum += q;
+            prev = q;
+        }
+    }
+    t->q[t->peak] = L - sum;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* symbol spread + state tables                                               */
+/* Occurrence k (0-based) of symbol s ideally sits at (k + 1/2) * L / q[s];   */
+/* the table lists all occurrences ordered by the integer part of that       */
+/* position (ties: lower symbol first).  Occurrence k of s is then also the  */
+/* k-th slot of s in table order, i.e. state value q[s] + k.                 */
+/* ------------------------------------------------------------------------ */
+typedef struct { uint16_t base; uint8_t sym; uint8_t nb; } dentry;
+typedef struct { int32_t deltaFind; uint32_t deltaNb; } symtt;
+
+typedef struct {
+    uint16_t st[FSE_MAX_L];
+    symtt tt[256];
+} etable;
+
+static void bucket_starts(uint16_t *start, const tdesc *t)
+{
+    const uint32_t L = 1u << t->R;
+    memset(start, 0, L * sizeof(uint16_t));
+    for (unsigned s = t->lo; s <= t->hi; s++) {
+        uint32_t q = t->q[s];
+        if (!q) continue;
+        uint64_t step = ((uint64_t)L << 32) / q, pos = step >> 1;
+        for (uint32_t k = 0; k < q; k++, pos += step) start[pos >> 32]++;
+    }
+    uint32_t acc = 0;
+    for (uint32_t b = 0; b < L; b++) { uint32_t c = start[b]; start[b] = (uint16_t)acc; acc += c; }
+}
+
+static void build_dtable(dentry *T, const tdesc *t)
+{
+    uint16_t start[FSE_MAX_L];
+    const uint32_t L = 1u << t->R;
+    const unsigned R = t->R;
+    bucket_starts(start, t);
+    for (unsigned s = t->lo; s <= t->hi; s++) {
+        uint32_t q = t->q[s];
+        if (!q) continue;
+        uint64_t step = ((uint64_t)L << 32) / q, pos = step >> 1;
+        for (uint32_t k = 0; k < q; k++, pos += step) {
+            uint32_t d = start[pos >> 32]++;
+            uint32_t v = q + k;
+            unsigned nb = R - highbit32(v);
+            T[d].sym = (uint8_t)s;
+            T[d].nb = (uint8_t)nb;
+            T[d].base = (uint16_t)((v << nb) - L);
+        }
+    }
+}
+
+static void build_etable(etable *E, const tdesc *t)
+{
+    uint16_t start[FSE_MAX_L];
+    const uint32_t L = 1u << t->R;
+    const unsigned R = t->R;
+    bucket_starts(start, t);
+    uint32_t cumul = 0;
+    for (unsigned s = t->lo; s <= t->hi; s++) {
+        uint32_t q = t->q[s];
+        if (!q) continue;
+        uint64_t step = ((uint64_t)L << 32) / q, pos = step >> 1;
+        for (uint32_t k = 0; k < q; k++, pos += step)
+            E->st[cumul + k] = (uint16_t)(L + start[pos >> 32]++);
+        unsigned maxBits = (q == 1) ? R : R - highbit32(q - 1);
+        uint32_t minStatePlus = q << maxBits;
+        E->tt[s].deltaNb = (maxBits << 16) - minStatePlus;
+        E->tt[s].deltaFind = (int32_t)cumul - (int32_t)q;
+        cumul += q;
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* encoder core: symbols n-1..0, symbol i uses state i % S                    */
+/* ------------------------------------------------------------------------ */
+#define ENC1(x, sym)                                                         \
+    do {                                                                     \
+        const symtt t_ = tt[sym];                                            \
+        uint32_t nb_ = (x + t_.deltaNb) >> 16;                               \
+        acc |= (uint64_t)(x & ((1u << nb_) - 1)) << nacc;                    \
+        nacc += nb_;                                                         \
+        x = st[(x >> nb_) + t_.deltaFind];                                   \
+    } while (0)
+
+#define FLUSH()                                                              \
+    do {                                                                     \
+        wr64(p, acc);                                                        \
+        unsigned nbytes_ = nacc >> 3;                                        \
+        p += nbytes_;                                                        \
+        acc = nbytes_ ? acc >> (nbytes_ * 8) : acc;                          \
+        nacc &= 7;                                                           \
+    } while (0)
+
+FSE_INLINE int encode_core(bitw *w, const uint8_t *src, size_t n, const etable *E,
+                           unsigned R, unsigned S)
+{
+    const uint16_t *st = E->st;
+    const symtt *tt = E->tt;
+    const uint32_t L = 1u << R;
+    uint32_t x0 = L, x1 = L, x2 = L, x3 = L;
+    uint64_t acc = w->acc;
+    unsigned nacc = w->nacc;
+    uint8_t *p = w->p;
+    uint8_t *const lim = w->lim;
+    size_t i = n;
+
+    if (p > lim) return FSE_ERR_DST_SMALL;
+    while (i & 3) {
+        i--;
+        switch (i & (S - 1)) {
+        case 0: ENC1(x0, src[i]); break;
+        case 1: ENC1(x1, src[i]); break;
+        case 2: ENC1(x2, src[i]); break;
+        default: ENC1(x3, src[i]); break;
+        }
+        FLUSH();
+        if (FSE_UNLIKELY(p > lim)) return FSE_ERR_DST_SMALL;
+    }
+    while (i) {
+        i -= 4;
+        if (S == 1) {
+            ENC1(x0, src[i + 3]); ENC1(x0, src[i + 2]); ENC1(x0, src[i + 1]); ENC1(x0, src[i]);
+        } else if (S == 2) {
+            ENC1(x1, src[i + 3]); ENC1(x0, src[i + 2]); ENC1(x1, src[i + 1]); ENC1(x0, src[i]);
+        } else {
+            ENC1(x3, src[i + 3]); ENC1(x2, src[i + 2]); ENC1(x1, src[i + 1]); ENC1(x0, src[i]);
+        }
+        FLUSH();
+        if (FSE_UNLIKELY(p > lim)) return FSE_ERR_DST_SMALL;
+    }
+    /* final states: S-1 .. 1 in R bits, state 0 in R+1 bits (top bit = end marker) */
+    if (S == 4) { acc |= (uint64_t)(x3 - L) << nacc; nacc += R; acc |= (uint64_t)(x2 - L) << nacc; nacc += R; FLUSH(); }
+    if (S >= 2) { acc |= (uint64_t)(x1 - L) << nacc; nacc += R; }
+    acc |= (uint64_t)x0 << nacc; nacc += R + 1;
+    FLUSH();
+    if (FSE_UNLIKELY(p > lim)) return FSE_ERR_DST_SMALL;
+    wr64(p, acc);
+    p += (nacc + 7) >> 3;
+    w->p = p; w->acc = 0; w->nacc = 0;
+    return 0;
+}
+
+static int encode_payload(bitw *w, const uint8_t *src, size_t n, const etable *E, unsigned R, unsigned S)
+{
+    switch (S) {
+    case 1: return encode_core(w, src, n, E, R, 1);
+    case 2: return encode_core(w, src, n, E, R, 2);
+    default: return encode_core(w, src, n, E, R, 4);
+    }
+}
+
+/* encode with table t into dst (after the length field, hv bytes already written);
+ * returns total size or error */
+static ptrdiff_t encode_tans(uint8_t *dst, size_t cap, size_t hv, const uint8_t *src, size_t n,
+                             const tdesc *t, etable *E)
+{
+    bitw w;
+    w.acc = 0; w.nacc = 0; w.p = dst + hv; w.lim = dst + cap - 8; w.overflow = 0;
+    hdr_write(&w, t);
+    if (w.overflow) return FSE_ERR_DST_SMALL;
+    build_etable(E, t);
+    int e = encode_payload(&w, src, n, E, t->R, fse_states_for_n(n));
+    if (e) return e;
+    return w.p - dst;
+}
+
+ptrdiff_t fse_compress(uint8_t *dst, size_t cap, const uint8_t *src, size_t n)
+{
+    if (!lg2_ready) fse_init();
+    if (n > FSE_MAX_N) return FSE_ERR_N_RANGE;
+    if (cap < fse_compress_bound(n)) return FSE_ERR_DST_SMALL;
+    size_t hv = varint_put(dst, n);
+    const size_t raw_total = hv + 1 + n;
+
+    if (n == 0) { dst[hv] = FSE_MODE_RAW; return (ptrdiff_t)(hv + 1); }
+
+    uint32_t h[256];
+    histogram(h, src, n);
+    unsigned lo = 0, hi = 255, k = 0;
+    while (!h[lo]) lo++;
+    while (!h[hi]) hi--;
+    for (unsigned s = lo; s <= hi; s++) k += h[s] != 0;
+
+    if (k == 1) {
+        dst[hv] = FSE_MODE_RUN;
+        dst[hv + 1] = (uint8_t)lo;
+        return (ptrdiff_t)(hv + 2);
+    }
+
+    /* evaluate every table log by its estimated size */
+    const unsigned S = fse_states_for_n(n);
+    unsigned Rmin = bitlen32(k - 1);
+    if (Rmin < FSE_MIN_TABLELOG) Rmin = FSE_MIN_TABLELOG;
+    tdesc cand[FSE_MAX_TABLELOG + 1];
+    double est[FSE_MAX_TABLELOG + 1];
+    unsigned peak = lo;
+    for (unsigned s = lo; s <= hi; s++) if (h[s] > h[peak]) peak = s;
+    for (unsigned R = Rmin; R <= FSE_MAX_TABLELOG; R++) {
+        tdesc *t = &cand[R];
+        t->R = R; t->lo = lo; t->hi = hi; t->small = hi <= 31;
+        normalize(t->q, h, lo, hi, n, R);
+        t->peak = lo;
+        for (unsigned s = lo; s <= hi; s++) if (t->q[s] > t->q[t->peak]) t->peak = s;
+        double bits = (double)hdr_cost(t) + (double)(S * R);
+        for (unsigned s = lo; s <= hi; s++)
+            if (h[s]) bits += (double)h[s] * (double)((float)R - lg2[t->q[s]]);
+        est[R] = bits;
+    }
+    unsigned order[FSE_MAX_TABLELOG + 1], no = 0;
+    for (unsigned R = Rmin; R <= FSE_MAX_TABLELOG; R++) order[no++] = R;
+    for (unsigned a = 1; a < no; a++)   /* insertion sort by estimate */
+        for (unsigned b = a; b > 0 && est[order[b]] < est[order[b - 1]]; b--) {
+            unsigned tmp = order[b]; order[b] = order[b - 1]; order[b - 1] = tmp;
+        }
+    (void)peak;
+
+    if ((size_t)(est[order[0]] / 8.0) + hv + 1 >= raw_total) {
+        dst[hv] = FSE_MODE_RAW;
+        memcpy(dst + hv + 1, src, n);
+        return (ptrdiff_t)raw_total;
+    }
+
+    etable E;
+    /* never let tANS output grow past the raw size */
+    size_t cap_t = raw_total + 8 < cap ? raw_total + 8 : cap;
+    ptrdiff_t best = encode_tans(dst, cap_t, hv, src, n, &cand[order[0]], &E);
+    if (n <= TRIAL_MAX_N && best > 0) {
+        uint8_t tmp[TRIAL_MAX_N + 64];
+        for (unsigned c = 1; c < no && c < TRIAL_COUNT; c++) {
+            memcpy(tmp, dst, hv);
+            ptrdiff_t r = encode_tans(tmp, (size_t)best + 8 < sizeof tmp ? (size_t)best + 8 : sizeof tmp,
+                                      hv, src, n, &cand[order[c]], &E);
+            if (r > 0 && r < best) { memcpy(dst, tmp, (size_t)r); best = r; }
+        }
+    }
+    if (best < 0 || (size_t)best >= raw_total) {
+        dst[hv] = FSE_MODE_RAW;
+        memcpy(dst + hv + 1, src, n);
+        return (ptrdiff_t)raw_total;
+    }
+    return best;
+}
+
+/* ------------------------------------------------------------------------ */
+/* decoder                                                                    */
+/* ------------------------------------------------------------------------ */
+typedef struct {
+    uint64_t n;
+    size_t hv;       /* bytes of the length field */
+    int mode;
+    tdesc t;
+    size_t hdr_bits; /* bits of the bit stream used by mode + table description */
+} hinfo;
+
+static int parse_header(const uint8_t *src, size_t size, hinfo *hi)
+{
+    int r = varint_get(src, size, &hi->n);
+    if (r < 0) return r;
+    hi->hv = (size_t)r;
+    if (hi->hv >= size) return FSE_ERR_MODE;
+    uint8_t mb = src[hi->hv];
+    hi->mode = mb & 3;
+    if (hi->mode == FSE_MODE_RAW || hi->mode == FSE_MODE_RUN) {
+        if (mb >> 2) return FSE_ERR_MODE;
+        size_t want = hi->hv + 1 + (hi->mode == FSE_MODE_RUN ? 1 : (size_t)hi->n);
+        if (hi->mode == FSE_MODE_RUN && hi->n == 0) return FSE_ERR_MODE;
+        if (size != want) return FSE_ERR_SIZE;
+        return 0;
+    }
+    if (hi->n < 2) return FSE_ERR_TOO_FEW;
+    bitr br;
+    br.p = src + hi->hv;
+    br.nbits = (size - hi->hv) * 8;
+    br.pos = 2;
+    int e = hdr_read(&br, &hi->t, (unsigned)hi->mode);
+    if (e) return e;
+    hi->hdr_bits = br.pos;
+    /* A decoded symbol either consumes a bit or moves its state to a strictly
+     * lower index, so a state runs at most 2^R symbols without reading: a
+     * stream of B bits holds at most S * 2^R * (B + 1) symbols.  Checked so
+     * that a tiny forged stream cannot make the caller allocate ~n bytes. */
+    {
+        uint64_t B = 8 * (uint64_t)size;
+        uint64_t S = fse_states_for_n(hi->n);
+        if (hi->n > S * ((uint64_t)1 << hi->t.R) * (B + 1)) return FSE_ERR_TRUNCATED;
+    }
+    return 0;
+}
+
+int fse_stream_info(const uint8_t *src, size_t size, uint64_t *n, int *mode, int *tablelog, int *states)
+{
+    hinfo h;
+    int e = parse_header(src, size, &h);
+    if (e) return e;
+    if (n) *n = h.n;
+    if (mode) *mode = h.mode;
+    int tans = h.mode == FSE_MODE_TANS5 || h.mode == FSE_MODE_TANS8;
+    if (tablelog) *tablelog = tans ? (int)h.t.R : 0;
+    if (states) *states = tans ? (int)fse_states_for_n(h.n) : 0;
+    return 0;
+}
+
+#define DEC1(x, idx)                                                         \
+    do {                                                                     \
+        const dentry e_ = T[x];                                              \
+        dst[idx] = e_.sym;                                                   \
+        unsigned nb_ = e_.nb;                                                \
+        uint32_t bits_ = (uint32_t)((c >> 1) >> (63 - nb_));                 \
+        c <<= nb_;                                                           \
+        cnt -= (int)nb_;                                                     \
+        x = e_.base + bits_;                                                 \
+    } while (0)
+
+#define REFILL_FAST()                                                        \
+    do {                                                                     \
+        c |= rd64(b + bp - 8) >> cnt;                                        \
+        bp -= (63 - cnt) >> 3;                                               \
+        cnt |= 56;                                                           \
+    } while (0)
+
+/* b: bit stream (starts at the mode byte), bs bytes; H: table description bits */
+FSE_INLINE int decode_core(uint8_t *dst, size_t n, const dentry *T, unsigned R,
+                           const uint8_t *b, size_t bs, size_t H, unsigned S)
+{
+    const uint8_t last = b[bs - 1];
+    if (!last) return FSE_ERR_NO_SENTINEL;
+    const int64_t E = 8 * (int64_t)(bs - 1) + highbit32(last);
+    if (E < (int64_t)H + (int64_t)(S * R)) return FSE_ERR_TRUNCATED;
+
+    /* container: valid bits = stream bits [8bp, 8bp+cnt), left-aligned in c */
+    int64_t bp = (int64_t)bs - 8;
+    uint64_t c = 0;
+    if (bs >= 8) c = rd64(b + bs - 8);
+    else for (size_t j = 0; j < bs; j++) c |= (uint64_t)b[j] << (8 * (j + 8 - bs));
+    {
+        unsigned drop = (unsigned)(8 * (int64_t)bs - E);   /* 1..8: end marker + padding */
+        c <<= drop;
+    }
+    int cnt = 64 - (int)(8 * (int64_t)bs - E);
+    uint32_t x0 = 0, x1 = 0, x2 = 0, x3 = 0;
+#define RDST(x) do { x = (uint32_t)((c >> 1) >> (63 - R)); c <<= R; cnt -= (int)R; } while (0)
+    RDST(x0);
+    if (S >= 2) RDST(x1);
+    if (S == 4) { RDST(x2); RDST(x3); }
+#undef RDST
+
+    size_t i = 0;
+    while (i + 4 <= n && bp >= 8) {
+        REFILL_FAST();
+        if (S == 1) {
+            DEC1(x0, i); DEC1(x0, i + 1); DEC1(x0, i + 2); DEC1(x0, i + 3);
+        } else if (S == 2) {
+            DEC1(x0, i); DEC1(x1, i + 1); DEC1(x0, i + 2); DEC1(x1, i + 3);
+        } else {
+            DEC1(x0, i); DEC1(x1, i + 1); DEC1(x2, i + 2); DEC1(x3, i + 3);
+        }
+        i += 4;
+    }
+    for (; i < n; i++) {
+        if (bp >= 8) {
+            REFILL_FAST();
+        } else if (bp > 0) {
+            int k = (63 - cnt) >> 3;
+            if (k > bp) k = (int)bp;
+            for (int j = 0; j < k; j++) c |= (uint64_t)b[bp - 1 - j] << (56 - cnt - 8 * j);
+            bp -= k;
+            cnt += 8 * k;
+        }
+        uint32_t *xp = (S == 1) ? &x0 : (S == 2) ? ((i & 1) ? &x1 : &x0)
+                     : ((i & 3) == 0 ? &x0 : (i & 3) == 1 ? &x1 : (i & 3) == 2 ? &x2 : &x3);
+        uint32_t x = *xp;
+        if (8 * bp + cnt - (int64_t)T[x].nb < (int64_t)H) return FSE_ERR_TRUNCATED;
+        DEC1(x, i);
+        *xp = x;
+    }
+    int64_t top = 8 * bp + cnt;
+    if (top > (int64_t)H) return FSE_ERR_TRAILING;
+    if (top < (int64_t)H) return FSE_ERR_TRUNCATED;
+    if (x0 | x1 | x2 | x3) return FSE_ERR_FINAL_STATE;
+    return 0;
+}
+
+static int decode_payload(uint8_t *dst, size_t n, const dentry *T, unsigned R,
+                          const uint8_t *b, size_t bs, size_t H, unsigned S)
+{
+    switch (S) {
+    case 1: return decode_core(dst, n, T, R, b, bs, H, 1);
+    case 2: return decode_core(dst, n, T, R, b, bs, H, 2);
+    default: return decode_core(dst, n, T, R, b, bs, H, 4);
+    }
+}
+
+int fse_decompress(uint8_t *dst, size_t n, const uint8_t *src, size_t size)
+{
+    hinfo h;
+    int e = parse_header(src, size, &h);
+    if (e) return e;
+    if (h.n != (uint64_t)n) return FSE_ERR_N_MISMATCH;
+    if (h.mode == FSE_MODE_RAW) { if (n) memcpy(dst, src + h.hv + 1, n); return 0; }
+    if (h.mode == FSE_MODE_RUN) { memset(dst, src[h.hv + 1], n); return 0; }
+    dentry T[FSE_MAX_L];
+    build_dtable(T, &h.t);
+    /* the payload is read backwards from the end; positions count from src[0] */
+    return decode_payload(dst, n, T, h.t.R, src, size, 8 * h.hv + h.hdr_bits, fse_states_for_n(n));
+}

@@ -1,0 +1,80 @@
+/*
+ * fse.h -- table-based ANS (Finite State Entropy design) coder for one
+ * channel of uint8 symbols.  Written for PIL_l3ic; see docs/entropy.md for
+ * the stream format.
+ *
+ * Every function is reentrant (no global mutable state after fse_init()),
+ * does not allocate, and never reads or writes outside the buffers it is
+ * given.  Errors are negative return codes (FSE_ERR_*), never asserts.
+ */
+#ifndef L3IC_FSE_H
+#define L3IC_FSE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define FSE_MAX_N          0x7FFFFFFFu   /* largest channel length (2^31 - 1) */
+#define FSE_MIN_TABLELOG   5
+#define FSE_MAX_TABLELOG   12
+#define FSE_MAX_VARINT     5             /* bytes of the length field */
+
+/* stream modes (2 bits at the start of the byte after the length field) */
+#define FSE_MODE_TANS5     0   /* tANS, symbols 0..31: 5-bit symbol fields */
+#define FSE_MODE_TANS8     1   /* tANS, symbols 0..255: 8-bit symbol fields */
+#define FSE_MODE_RUN       2   /* one symbol repeated n times */
+#define FSE_MODE_RAW       3   /* the n bytes stored as they are */
+
+enum {
+    FSE_ERR_EMPTY        = -1,   /* zero-length stream */
+    FSE_ERR_VARINT       = -2,   /* length field truncated, overlong or not canonical */
+    FSE_ERR_N_TOO_LARGE  = -3,   /* length field above FSE_MAX_N */
+    FSE_ERR_N_MISMATCH   = -4,   /* stored symbol count != expected count */
+    FSE_ERR_MODE         = -5,   /* mode byte invalid (reserved bits set / missing) */
+    FSE_ERR_SIZE         = -6,   /* raw/run stream has the wrong total size */
+    FSE_ERR_HDR_TRUNC    = -7,   /* table description runs past the end */
+    FSE_ERR_TABLELOG     = -8,   /* table log out of bounds */
+    FSE_ERR_SYMBOLS      = -9,   /* symbol range invalid */
+    FSE_ERR_COUNTS       = -10,  /* normalised counts invalid (sum, range) */
+    FSE_ERR_NO_SENTINEL  = -11,  /* last byte is zero: no end marker */
+    FSE_ERR_TRUNCATED    = -12,  /* bit stream ended before n symbols */
+    FSE_ERR_TRAILING     = -13,  /* bits left over after n symbols */
+    FSE_ERR_FINAL_STATE  = -14,  /* decoder did not end in the initial state */
+    FSE_ERR_DST_SMALL    = -15,  /* output capacity too small (encoder) */
+    FSE_ERR_TOO_FEW      = -16,  /* tANS stream for fewer than 2 symbols */
+    FSE_ERR_N_RANGE      = -17,  /* n above FSE_MAX_N (encoder input) */
+};
+
+/* Build the static lookup tables; call once before anything else (idempotent). */
+void fse_init(void);
+
+/* Worst-case compressed size for n symbols (raw mode + slack). */
+size_t fse_compress_bound(size_t n);
+
+/* Compress n symbols.  cap must be >= fse_compress_bound(n).
+ * Returns the stream size (> 0) or a negative FSE_ERR_*. */
+ptrdiff_t fse_compress(uint8_t *dst, size_t cap, const uint8_t *src, size_t n);
+
+/* Parse the stream header without decoding.  Any pointer may be NULL.
+ * mode: FSE_MODE_*; tablelog/states: 0 unless tANS.
+ * Returns 0 or a negative FSE_ERR_* (header errors only). */
+int fse_stream_info(const uint8_t *src, size_t size, uint64_t *n, int *mode,
+                    int *tablelog, int *states);
+
+/* Decompress a stream that must hold exactly n symbols into dst[0..n).
+ * Returns 0 or a negative FSE_ERR_*; dst contents are unspecified on error. */
+int fse_decompress(uint8_t *dst, size_t n, const uint8_t *src, size_t size);
+
+/* Number of interleaved tANS states used for a channel of n symbols. */
+unsigned fse_states_for_n(uint64_t n);
+
+/* Human-readable message for an error code. */
+const char *fse_error_string(int code);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
