@@ -86,10 +86,12 @@ def _tile_cells(tile: int | None) -> int:
     return tile // 8
 
 
-def _spans(n: int, tile: int, margin: int = MARGIN) -> tuple[list[tuple[int, int, int]], int]:
+def _spans(n: int, tile: int, margin: int | None = None
+           ) -> tuple[list[tuple[int, int, int]], int]:
     """Split n latent cells into near-equal cores of at most ``tile`` cells.  Returns
     ([(core_start, core_end, window_start)], window_size): every window has the same size,
     contains its core and at least ``margin`` cells either side where the image goes on."""
+    margin = MARGIN if margin is None else margin
     if n <= tile + 2 * margin:
         return [(0, n, 0)], n
     count = -(-n // tile)
@@ -175,13 +177,13 @@ def _synthesise(net, lat: np.ndarray, H: int, W: int, gray: bool = False,
 
 # ----------------------------------------------------------------------------- entropy coding
 
-# _fse stream modes (tANS 5-bit, tANS 8-bit, run, raw) -> container channel-table modes
-_CONTAINER_MODE = {0: container.STREAM_TANS, 1: container.STREAM_TANS, 2: container.STREAM_RUN,
-                   3: container.STREAM_RAW}
+# _fse.stream_info modes -> container channel-table modes
+_CONTAINER_MODE = {"tans": container.STREAM_TANS, "run": container.STREAM_RUN,
+                   "raw": container.STREAM_RAW}
 
 
 def _stream_modes(fse, streams: Sequence[bytes]) -> list[int]:
-    return [_CONTAINER_MODE[fse.stream_info(s)[1]] for s in streams]
+    return [_CONTAINER_MODE[fse.stream_info(s)["mode"]] for s in streams]
 
 
 def _compress(lat: np.ndarray) -> tuple[list[bytes], list[int]]:

@@ -21,6 +21,7 @@ Nothing here imports the interpreter package or reads a file before the first ``
 """
 from __future__ import annotations
 
+import ctypes
 import importlib
 import json
 import os
@@ -224,6 +225,7 @@ class Network:
         gpu = os.environ.get(ENV_GPU_DELEGATE)
         if gpu:
             try:
+                ctypes.CDLL(gpu)   # fails cleanly (load_delegate leaves a broken object behind)
                 kwargs["experimental_delegates"] = [load_delegate(gpu)]
                 self.delegate = gpu
             except (OSError, ValueError, RuntimeError) as e:
