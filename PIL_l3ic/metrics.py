@@ -71,7 +71,7 @@ def psnr(a, b, data_range: float = 255.0) -> float:
 
 def ms_ssim_db(value: float) -> float:
     """MS-SSIM on a dB scale: ``-10 log10(1 - value)`` (``inf`` for 1)."""
-    return math.inf if value >= 1 else -10.0 * math.log10(1.0 - value)
+    return math.inf if value >= 1 else 0.0 - 10.0 * math.log10(1.0 - value)
 
 
 def gaussian_window(size: int = 11, sigma: float = 1.5) -> np.ndarray:
