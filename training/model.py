@@ -6,7 +6,8 @@ Decoder: latent / scale -> Conv512 k3 -> depth-to-space 2 -> 3 residual blocks
          -> Conv256 k3 + LReLU -> d2s 2 -> Conv12 k3 -> d2s 2 -> (y+1)/2 clipped to [0,1].
 
 Training-speed choices (see docs/training.md): the second conv of every residual branch starts at
-zero, so each block starts as the identity and the network trains like a shallow one first.
+zero, so each block starts as the identity and the network trains like a shallow one first; the
+output conv starts small, so the first images are mid-grey rather than clipped noise.
 """
 import keras
 import numpy as np
@@ -41,8 +42,10 @@ class DepthToSpace(layers.Layer):
         return tf.nn.depth_to_space(x, 2)
 
 
-def _conv(filters, kernel, name, stride=1, zero=False):
+def _conv(filters, kernel, name, stride=1, zero=False, small=False):
     init = "zeros" if zero else keras.initializers.HeNormal()
+    if small:  # output layer: start near mid-grey so the final clip does not block gradients
+        init = keras.initializers.VarianceScaling(0.01, "fan_in", "truncated_normal")
     return layers.Conv2D(filters, kernel, strides=stride, padding="same", name=name,
                          kernel_initializer=init)
 
@@ -77,7 +80,7 @@ def build_decoder(channels: int, zero_init: bool = True) -> keras.Model:
     x = _conv(256, 3, "dec_conv2")(x)
     x = layers.LeakyReLU(LEAK)(x)
     x = DepthToSpace()(x)
-    x = _conv(12, 3, "dec_conv3")(x)
+    x = _conv(12, 3, "dec_conv3", small=zero_init)(x)
     x = DepthToSpace()(x)
     y = layers.Lambda(lambda t: tf.clip_by_value((t + 1.0) / 2.0, 0.0, 1.0), name="to_unit")(x)
     return keras.Model(z_in, y, name=f"decoder{channels}")
