@@ -85,7 +85,7 @@ const char *fse_error_string(int code)
     case FSE_ERR_NO_SENTINEL: return "missing end marker (last byte is zero: trailing bytes or truncation)";
     case FSE_ERR_TRUNCATED: return "bit stream too short for the symbol count (truncated or corrupt)";
     case FSE_ERR_TRAILING: return "bit stream has bits left over after the last symbol (corrupt or extended)";
-    case FSE_ERR_FINAL_STATE: return "decoder did not return to the initial state (corrupt stream)";
+    case FSE_ERR_FINAL_STATE: return "final decoder state does not match the decoded symbols (corrupt stream)";
     case FSE_ERR_DST_SMALL: return "output buffer too small";
     case FSE_ERR_TOO_FEW: return "tANS stream must code at least 2 symbols";
     case FSE_ERR_N_RANGE: return "channel too long (more than 2^31-1 symbols)";
@@ -153,27 +153,86 @@ FSE_INLINE void bw_flush(bitw *w)
 FSE_INLINE void bw_put(bitw *w, uint32_t v, unsigned nb) { bw_add(w, v, nb); bw_flush(w); }
 
 /* ------------------------------------------------------------------------ */
-/* histogram                                                                  */
+/* content hash.  The tANS states start at L + (bits of this hash) instead of */
+/* a constant, so the decoder's "back to the initial state" check becomes an  */
+/* S*R-bit check of the decoded symbols (no extra bytes in the stream).  Four */
+/* 64-bit lanes over 32-byte blocks; the tail and n go through a finaliser.   */
 /* ------------------------------------------------------------------------ */
-static void histogram(uint32_t h[256], const uint8_t *src, size_t n)
+#define HK1 0x9E3779B97F4A7C15ull
+#define HK2 0xC2B2AE3D27D4EB4Full
+#define HK3 0x165667B19E3779F9ull
+
+FSE_INLINE uint64_t rotl64(uint64_t x, unsigned r) { return (x << r) | (x >> (64 - r)); }
+FSE_INLINE uint64_t hround(uint64_t h, uint64_t w) { return rotl64((h ^ w) * HK1, 29); }
+
+typedef struct { uint64_t a, b, c, d; } hstate;
+
+FSE_INLINE void hash_begin(hstate *H)
+{
+    H->a = HK2; H->b = HK3; H->c = HK1 ^ HK2; H->d = ~HK3;
+}
+
+static uint64_t hash_finish(const hstate *H, const uint8_t *tail, size_t tlen, uint64_t n)
+{
+    uint64_t a = H->a, b = H->b, c = H->c, d = H->d;
+    size_t i = 0;
+    for (; i + 8 <= tlen; i += 8) a = hround(a, rd64(tail + i)) ^ rotl64(b, 7);
+    uint64_t w = 0;
+    for (size_t j = 0; i + j < tlen; j++) w |= (uint64_t)tail[i + j] << (8 * j);
+    uint64_t h = hround(a ^ HK3, w) ^ rotl64(b, 17) ^ rotl64(c, 31) ^ rotl64(d, 47) ^ (n * HK2);
+    h ^= h >> 33; h *= 0xFF51AFD7ED558CCDull;
+    h ^= h >> 33; h *= 0xC4CEB9FE1A85EC53ull;
+    h ^= h >> 33;
+    return h;
+}
+
+static uint64_t hash_symbols(const uint8_t *src, size_t n)
+{
+    hstate H;
+    hash_begin(&H);
+    size_t i = 0;
+    uint64_t a = H.a, b = H.b, c = H.c, d = H.d;
+    for (; i + 32 <= n; i += 32) {
+        a = hround(a, rd64(src + i));
+        b = hround(b, rd64(src + i + 8));
+        c = hround(c, rd64(src + i + 16));
+        d = hround(d, rd64(src + i + 24));
+    }
+    H.a = a; H.b = b; H.c = c; H.d = d;
+    return hash_finish(&H, src + i, n - i, n);
+}
+
+/* ------------------------------------------------------------------------ */
+/* histogram (fused with the hash: one pass over the input)                   */
+/* ------------------------------------------------------------------------ */
+#define HIST8(t, w)                                                          \
+    do {                                                                     \
+        c[t][(w) & 255]++; c[t + 1][((w) >> 8) & 255]++;                     \
+        c[t][((w) >> 16) & 255]++; c[t + 1][((w) >> 24) & 255]++;            \
+        c[t][((w) >> 32) & 255]++; c[t + 1][((w) >> 40) & 255]++;            \
+        c[t][((w) >> 48) & 255]++; c[t + 1][(w) >> 56]++;                    \
+    } while (0)
+
+static uint64_t histogram_hash(uint32_t h[256], const uint8_t *src, size_t n)
 {
     uint32_t c[8][256];
     memset(c, 0, sizeof c);
+    hstate H;
+    hash_begin(&H);
+    uint64_t a = H.a, b = H.b, cc = H.c, d = H.d;
     size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t a = rd64(src + i);
-        c[0][a & 255]++;
-        c[1][(a >> 8) & 255]++;
-        c[2][(a >> 16) & 255]++;
-        c[3][(a >> 24) & 255]++;
-        c[4][(a >> 32) & 255]++;
-        c[5][(a >> 40) & 255]++;
-        c[6][(a >> 48) & 255]++;
-        c[7][a >> 56]++;
+    for (; i + 32 <= n; i += 32) {
+        uint64_t w0 = rd64(src + i), w1 = rd64(src + i + 8);
+        uint64_t w2 = rd64(src + i + 16), w3 = rd64(src + i + 24);
+        a = hround(a, w0); b = hround(b, w1); cc = hround(cc, w2); d = hround(d, w3);
+        HIST8(0, w0); HIST8(2, w1); HIST8(4, w2); HIST8(6, w3);
     }
+    H.a = a; H.b = b; H.c = cc; H.d = d;
+    uint64_t hv = hash_finish(&H, src + i, n - i, n);
     for (; i < n; i++) c[0][src[i]]++;
     for (unsigned s = 0; s < 256; s++)
         h[s] = c[0][s] + c[1][s] + c[2][s] + c[3][s] + c[4][s] + c[5][s] + c[6][s] + c[7][s];
+    return hv;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -485,12 +544,15 @@ static void build_etable(etable *E, const tdesc *t)
     } while (0)
 
 FSE_INLINE int encode_core(bitw *w, const uint8_t *src, size_t n, const etable *E,
-                           unsigned R, unsigned S)
+                           unsigned R, unsigned S, uint64_t hv)
 {
     const uint16_t *st = E->st;
     const symtt *tt = E->tt;
     const uint32_t L = 1u << R;
-    uint32_t x0 = L, x1 = L, x2 = L, x3 = L;
+    uint32_t x0 = L + (uint32_t)(hv & (L - 1));
+    uint32_t x1 = L + (uint32_t)((hv >> 16) & (L - 1));
+    uint32_t x2 = L + (uint32_t)((hv >> 32) & (L - 1));
+    uint32_t x3 = L + (uint32_t)((hv >> 48) & (L - 1));
     uint64_t acc = w->acc;
     unsigned nacc = w->nacc;
     uint8_t *p = w->p;
@@ -533,26 +595,27 @@ FSE_INLINE int encode_core(bitw *w, const uint8_t *src, size_t n, const etable *
     return 0;
 }
 
-static int encode_payload(bitw *w, const uint8_t *src, size_t n, const etable *E, unsigned R, unsigned S)
+static int encode_payload(bitw *w, const uint8_t *src, size_t n, const etable *E, unsigned R,
+                          unsigned S, uint64_t hv)
 {
     switch (S) {
-    case 1: return encode_core(w, src, n, E, R, 1);
-    case 2: return encode_core(w, src, n, E, R, 2);
-    default: return encode_core(w, src, n, E, R, 4);
+    case 1: return encode_core(w, src, n, E, R, 1, hv);
+    case 2: return encode_core(w, src, n, E, R, 2, hv);
+    default: return encode_core(w, src, n, E, R, 4, hv);
     }
 }
 
 /* encode with table t into dst (after the length field, hv bytes already written);
  * returns total size or error */
 static ptrdiff_t encode_tans(uint8_t *dst, size_t cap, size_t hv, const uint8_t *src, size_t n,
-                             const tdesc *t, etable *E)
+                             const tdesc *t, etable *E, uint64_t hash)
 {
     bitw w;
     w.acc = 0; w.nacc = 0; w.p = dst + hv; w.lim = dst + cap - 8; w.overflow = 0;
     hdr_write(&w, t);
     if (w.overflow) return FSE_ERR_DST_SMALL;
     build_etable(E, t);
-    int e = encode_payload(&w, src, n, E, t->R, fse_states_for_n(n));
+    int e = encode_payload(&w, src, n, E, t->R, fse_states_for_n(n), hash);
     if (e) return e;
     return w.p - dst;
 }
@@ -568,7 +631,7 @@ ptrdiff_t fse_compress(uint8_t *dst, size_t cap, const uint8_t *src, size_t n)
     if (n == 0) { dst[hv] = FSE_MODE_RAW; return (ptrdiff_t)(hv + 1); }
 
     uint32_t h[256];
-    histogram(h, src, n);
+    uint64_t hash = histogram_hash(h, src, n);
     unsigned lo = 0, hi = 255, k = 0;
     while (!h[lo]) lo++;
     while (!h[hi]) hi--;
@@ -616,13 +679,13 @@ ptrdiff_t fse_compress(uint8_t *dst, size_t cap, const uint8_t *src, size_t n)
     etable E;
     /* never let tANS output grow past the raw size */
     size_t cap_t = raw_total + 8 < cap ? raw_total + 8 : cap;
-    ptrdiff_t best = encode_tans(dst, cap_t, hv, src, n, &cand[order[0]], &E);
+    ptrdiff_t best = encode_tans(dst, cap_t, hv, src, n, &cand[order[0]], &E, hash);
     if (n <= TRIAL_MAX_N && best > 0) {
         uint8_t tmp[TRIAL_MAX_N + 64];
         for (unsigned c = 1; c < no && c < TRIAL_COUNT; c++) {
             memcpy(tmp, dst, hv);
             ptrdiff_t r = encode_tans(tmp, (size_t)best + 8 < sizeof tmp ? (size_t)best + 8 : sizeof tmp,
-                                      hv, src, n, &cand[order[c]], &E);
+                                      hv, src, n, &cand[order[c]], &E, hash);
             if (r > 0 && r < best) { memcpy(dst, tmp, (size_t)r); best = r; }
         }
     }
@@ -657,6 +720,8 @@ static int parse_header(const uint8_t *src, size_t size, hinfo *hi)
         if (mb >> 2) return FSE_ERR_MODE;
         size_t want = hi->hv + 1 + (hi->mode == FSE_MODE_RUN ? 1 : (size_t)hi->n);
         if (hi->mode == FSE_MODE_RUN && hi->n == 0) return FSE_ERR_MODE;
+        /* canonical: one symbol is always a run (so run and raw cannot be confused) */
+        if (hi->mode == FSE_MODE_RAW && hi->n == 1) return FSE_ERR_MODE;
         if (size != want) return FSE_ERR_SIZE;
         return 0;
     }
@@ -769,7 +834,14 @@ FSE_INLINE int decode_core(uint8_t *dst, size_t n, const dentry *T, unsigned R,
     int64_t top = 8 * bp + cnt;
     if (top > (int64_t)H) return FSE_ERR_TRAILING;
     if (top < (int64_t)H) return FSE_ERR_TRUNCATED;
-    if (x0 | x1 | x2 | x3) return FSE_ERR_FINAL_STATE;
+    /* every state must be back at its initial value, which the encoder took
+     * from the hash of the symbols */
+    const uint64_t hv = hash_symbols(dst, n);
+    const uint32_t M = (1u << R) - 1;
+    uint32_t bad = x0 ^ (uint32_t)(hv & M);
+    if (S >= 2) bad |= x1 ^ (uint32_t)((hv >> 16) & M);
+    if (S == 4) bad |= (x2 ^ (uint32_t)((hv >> 32) & M)) | (x3 ^ (uint32_t)((hv >> 48) & M));
+    if (bad) return FSE_ERR_FINAL_STATE;
     return 0;
 }
 
