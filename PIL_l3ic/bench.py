@@ -134,7 +134,9 @@ def _child_env() -> dict:
 
 
 def _run_child(*args: str, timeout: float = 600) -> dict:
-    cmd = [sys.executable, "-m", "PIL_l3ic.bench", "--child", *args]
+    code = ("import time; t0 = time.perf_counter(); import sys; "
+            "from PIL_l3ic.bench import _child; _child(sys.argv[1:], t0)")
+    cmd = [sys.executable, "-c", code, *args]
     t0 = time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True, env=_child_env(), timeout=timeout)
     wall = time.perf_counter() - t0
@@ -184,8 +186,8 @@ def _reset_peak() -> bool:
         return False
 
 
-def _child(argv: list[str]) -> None:
-    t0 = time.perf_counter()
+def _child(argv: list[str], t0: float) -> None:
+    """One measurement in a fresh interpreter (``t0``: its clock before ``import PIL_l3ic``)."""
     kind, q, path, threads = argv[:4]
     from PIL import Image
     import PIL_l3ic
@@ -369,10 +371,7 @@ def main(args) -> int:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--child"]:
-        _child(sys.argv[2:])
-    else:
-        import argparse
-        ap = argparse.ArgumentParser(prog="python -m PIL_l3ic.bench", description=__doc__)
-        add_arguments(ap)
-        sys.exit(main(ap.parse_args()))
+    import argparse
+    ap = argparse.ArgumentParser(prog="python -m PIL_l3ic.bench", description=__doc__)
+    add_arguments(ap)
+    sys.exit(main(ap.parse_args()))
