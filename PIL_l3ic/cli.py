@@ -1,17 +1,13 @@
-"""``l3ic``: command-line front end of PIL_l3ic (also ``python -m PIL_l3ic``).
+"""``l3ic``: command line of PIL_l3ic (also ``python -m PIL_l3ic``); ``l3ic COMMAND --help``.
 
-Subcommands: encode, decode, info, bench, roundtrip (``l3ic SUBCOMMAND --help``).
-Everything goes through the public API (Pillow's ``Image.open`` / ``Image.save`` with format
-"L3IC", ``PIL_l3ic.container.read_layout``, ``PIL_l3ic.metrics``, ``PIL_l3ic.bench``).
-
-Batches: encode and decode take many inputs; every file is converted on its own and a failure
-prints one line ``l3ic: FILE: reason`` and does not stop the batch; the exit status is 1 when
-any file failed, 2 for a usage error, else 0.  Files run through a *runner* (see ``_runner``):
-serial, a thread pool or a process pool (``-j``).  This is the seam for distributed batch
-conversion: a later ``--scheduler ADDRESS --workers N`` only has to return another runner (from
-``PIL_l3ic.batch``, Dask) with the same contract: ``runner(fn, tasks)`` yields
-``(task, result_or_exception)`` in completion order, where ``fn`` is a picklable top-level
-function of this module and each task a tuple of plain values.
+Uses only the public API (Pillow with format "L3IC", container.read_layout, metrics, bench).
+Batches (encode, decode): a failing file prints one line ``l3ic: FILE: reason`` and the batch
+goes on; exit status 1 if any file failed, 2 for a usage error, else 0.  Files run through a
+*runner* (``_runner``: serial, threads or processes with ``-j``), the seam for distributed
+conversion: ``--scheduler ADDRESS --workers N`` only has to return another runner (Dask, from
+PIL_l3ic.batch) with the same contract: ``runner(fn, tasks)`` yields ``(task, result or
+exception)`` in completion order; ``fn`` is a top-level function here, tasks are tuples of
+plain (picklable) values.
 """
 from __future__ import annotations
 
@@ -24,9 +20,9 @@ import time
 from concurrent.futures import FIRST_COMPLETED, wait
 from pathlib import Path
 
-QUALITIES = ("16c", "32c", "64c")
+from PIL_l3ic.runtime import QUALITIES, QUALITY_BY_ID
+
 DEFAULT_QUALITY = "32c"
-MODEL_NAMES = {1: "16c", 2: "32c", 3: "64c"}
 STREAM_MODES = {0: "tANS", 1: "run", 2: "raw"}
 
 
@@ -171,7 +167,7 @@ def _batch(args, fn, tasks, verb: str) -> int:
     """Run tasks, report failures one line each, print a summary; return the exit status."""
     # the same output twice in one batch (a.png and a.jpg -> a.l3c) is an error, not a race
     seen: dict[str, str] = {}
-    failed, ok, rows, runnable = [], [], [], []
+    failed, rows, runnable = [], [], []
     for t in tasks:
         key = os.path.abspath(t[1])
         if key in seen:
@@ -194,23 +190,20 @@ def _batch(args, fn, tasks, verb: str) -> int:
             failed.append(t[0])
             _say(progress, f"l3ic: {t[0]}: {msg}")
         else:
-            ok.append(t)
             rows.append(res)
         if progress is not None:
             progress.update()
     if progress is not None:
         progress.close()
     elapsed = time.perf_counter() - t0
-    b_in = sum(r["bytes_in"] for r in rows)
-    b_out = sum(r["bytes_out"] for r in rows)
-    pix = sum(r["pixels"] for r in rows)
+    b_in, b_out, pix = (sum(r[k] for r in rows) for k in ("bytes_in", "bytes_out", "pixels"))
     l3c = b_out if verb == "encoded" else b_in
     if not args.quiet:
-        if len(tasks) == 1 and ok:
-            print(f"{ok[0][0]} -> {ok[0][1]}", file=sys.stderr)
+        if len(tasks) == 1 and rows:
+            print(f"{tasks[0][0]} -> {tasks[0][1]}", file=sys.stderr)
         bpp = f", {8 * l3c / pix:.3f} bpp" if pix else ""
         fails = f" ({len(failed)} failed)" if failed else ""
-        print(f"{verb} {len(ok)} of {len(tasks)} files{fails}: {_size(b_in)} -> {_size(b_out)}"
+        print(f"{verb} {len(rows)} of {len(tasks)} files{fails}: {_size(b_in)} -> {_size(b_out)}"
               f"{bpp}, {elapsed:.2f} s", file=sys.stderr)
     return 1 if failed else 0
 
@@ -254,14 +247,12 @@ def file_info(path: str) -> dict:
     h = lay.header
     size = lay.file_size if lay.file_size is not None else lay.end
     return {"file": path, "width": h.width, "height": h.height, "mode": h.mode,
-            "model": MODEL_NAMES.get(h.model_id, str(h.model_id)), "channels": h.channels,
+            "model": QUALITY_BY_ID[h.model_id], "channels": h.channels,
             "latent": [h.latent_h, h.latent_w], "fingerprint": h.fingerprint.hex(),
             "bytes": size, "bpp": 8 * size / (h.width * h.height),
             "header_bytes": lay.header_length, "truncated": lay.truncated,
-            "metadata": {"icc_profile": len(lay.icc) if lay.icc else 0,
-                         "exif": len(lay.exif) if lay.exif else 0,
-                         "xmp": len(lay.xmp) if lay.xmp else 0,
-                         "alpha": lay.alpha.length if lay.alpha else 0},
+            "metadata": {"icc_profile": len(lay.icc or b""), "exif": len(lay.exif or b""),
+                         "xmp": len(lay.xmp or b""), "alpha": lay.alpha.length if lay.alpha else 0},
             "chunks": [c.type.decode("ascii", "replace") for c in lay.chunks],
             "channel_table": [{"mode": STREAM_MODES.get(c.mode, str(c.mode)),
                                "bytes": c.length, "crc32": f"{c.crc32:08x}"}
@@ -305,7 +296,7 @@ def cmd_roundtrip(args) -> int:
     try:
         with Image.open(args.input) as im:
             im.load()
-            src = _codec_image(im)
+            src, meta = _codec_image(im), _metadata(im, False)
     except (OSError, SyntaxError, ValueError) as e:
         print(f"l3ic: {args.input}: {e}", file=sys.stderr)
         return 1
@@ -321,7 +312,7 @@ def cmd_roundtrip(args) -> int:
                 _check_output(args.input, p, args.force)
             t0 = time.perf_counter()
             buf = io.BytesIO()
-            src.save(buf, format="L3IC", quality=q)
+            src.save(buf, format="L3IC", quality=q, **meta)
             t1 = time.perf_counter()
             with Image.open(io.BytesIO(buf.getvalue())) as dec:
                 dec.load()
@@ -346,11 +337,6 @@ def cmd_roundtrip(args) -> int:
     return status
 
 
-def cmd_bench(args) -> int:
-    from PIL_l3ic import bench
-    return bench.main(args)
-
-
 # ----------------------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -373,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("-f", "--force", action="store_true", help="overwrite existing outputs")
         sp.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
         sp.add_argument("--no-progress", action="store_true", help="no progress bar")
+        # seam: --scheduler ADDRESS / --workers N (Dask, PIL_l3ic.batch) go here and in _runner
 
     sp = sub.add_parser("encode", formatter_class=fmt, help="image(s) -> .l3c",
                         description="Encode images in any format Pillow reads to .l3c.  Modes "
@@ -422,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "and from bytes in memory) at 512x512 and 1920x1080, plus "
                                     "cold start, as in docs/speed.md.")
     bench.add_arguments(sp)
-    sp.set_defaults(func=cmd_bench)
+    sp.set_defaults(func=bench.main)
     return p
 
 
