@@ -228,7 +228,7 @@ def cmd_encode(args) -> int:
 def cmd_decode(args) -> int:
     Image = _pillow()
     Image.init()
-    fmt = args.format.upper()
+    fmt = Image.EXTENSION.get("." + args.format.lower(), args.format.upper())  # jpg -> JPEG
     exts = [e for e, f in Image.EXTENSION.items() if f == fmt]
     if fmt not in Image.SAVE or not exts:
         print(f"l3ic: error: Pillow cannot write format {args.format!r}", file=sys.stderr)

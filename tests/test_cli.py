@@ -83,7 +83,7 @@ def test_decode_and_info(images, tmp_path, capsys):
         assert im.info.get("icc_profile") == b"fake icc profile"
     with Image.open(dec / "c.png") as im:
         assert im.mode == "RGBA"
-    assert run(capsys, "decode", enc / "c.l3c", "-o", tmp_path / "c.jpg", "--format", "jpeg")[0] == 0
+    assert run(capsys, "decode", enc / "c.l3c", "-o", tmp_path / "c.jpg", "--format", "jpg")[0] == 0
     with Image.open(tmp_path / "c.jpg") as im:
         assert (im.format, im.mode) == ("JPEG", "RGB")
     code, _, err = run(capsys, "decode", images / "a.png", "-o", tmp_path / "z.png")
