@@ -26,6 +26,7 @@ written, so a failing save never leaves a partial file.
 """
 from __future__ import annotations
 
+from io import BytesIO
 from typing import IO
 
 import numpy as np
@@ -62,14 +63,34 @@ class L3icImageFile(ImageFile.ImageFile):
         self.tile = [ImageFile._Tile("l3ic", (0, 0) + header.size, layout.base, (layout,))]
 
 
+    def verify(self) -> None:
+        """Check every CRC (channel streams, alpha plane) without running the networks."""
+        if self.fp is None:
+            raise RuntimeError("verify must be called directly after open")
+        container.read_channels(self.fp, self.l3ic_layout)
+        container.read_alpha(self.fp, self.l3ic_layout)
+        super().verify()
+
+
 class L3icDecoder(ImageFile.PyDecoder):
-    """Decodes the whole image in one call, reading the streams from the file itself."""
+    """Decodes the whole image in one call, reading the streams from the file itself.  Fed
+    through ``ImageFile.Parser`` instead (no file), it buffers the data until the container
+    is complete."""
     _pulls_fd = True
+    _buffer: bytearray | None = None
 
     def decode(self, buffer: bytes | Image.SupportsArrayInterface) -> tuple[int, int]:
         (layout,) = self.args
-        assert self.fd is not None
-        pixels = codec.decode_image(self.fd, layout,
+        fp = self.fd
+        if fp is None:     # ImageFile.Parser: data arrives in pieces, from the container start
+            if self._buffer is None:
+                self._buffer = bytearray()
+            self._buffer += buffer
+            if len(self._buffer) < layout.end:
+                return len(buffer), 0
+            fp = BytesIO(self._buffer)
+            layout = container.read_layout(fp)
+        pixels = codec.decode_image(fp, layout,
                                     allow_truncated=bool(ImageFile.LOAD_TRUNCATED_IMAGES))
         self.set_as_raw(memoryview(pixels).cast("B"), layout.header.mode)
         return -1, 0
