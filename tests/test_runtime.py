@@ -209,3 +209,17 @@ def test_gpu_delegate_fallback(monkeypatch, tmp_path):
         net = runtime.network("16c", "encoder")
     assert net.delegate is None
     np.testing.assert_array_equal(_run_encoder(net, x), cpu)
+
+
+def test_backend_fallback_order(monkeypatch):
+    import types
+    fake = types.ModuleType("tflite_runtime.interpreter")
+    fake.Interpreter, fake.load_delegate = object(), object()
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)   # import -> ImportError
+    monkeypatch.setitem(sys.modules, "tflite_runtime", types.ModuleType("tflite_runtime"))
+    monkeypatch.setitem(sys.modules, "tflite_runtime.interpreter", fake)
+    assert runtime._backend() == (fake.Interpreter, fake.load_delegate)
+    monkeypatch.setitem(sys.modules, "tflite_runtime.interpreter", None)
+    monkeypatch.setitem(sys.modules, "tensorflow", None)
+    with pytest.raises(ImportError, match="pip install ai-edge-litert"):
+        runtime._backend()
