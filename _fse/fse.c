@@ -54,9 +54,21 @@ FSE_INLINE unsigned bitlen32(uint32_t v) { return v ? highbit32(v) + 1u : 0u; }
 static float lg2[FSE_MAX_L + 2];   /* lg2[i] = log2(i), lg2[0] unused */
 static int lg2_ready = 0;
 
+/* x86-64 with GCC/Clang: the hot loops are also compiled for BMI2 and picked at run time */
+#if (defined(__x86_64__) || defined(_M_X64)) && defined(__GNUC__) && !defined(FSE_NO_BMI2)
+#define FSE_HAVE_BMI2 1
+static int have_bmi2 = 0;
+#else
+#define FSE_HAVE_BMI2 0
+#endif
+
 void fse_init(void)
 {
     if (lg2_ready) return;
+#if FSE_HAVE_BMI2
+    __builtin_cpu_init();
+    have_bmi2 = __builtin_cpu_supports("bmi2") && __builtin_cpu_supports("bmi");
+#endif
     lg2[0] = 0.0f;
     for (unsigned i = 1; i < FSE_MAX_L + 2; i++) lg2[i] = (float)log2((double)i);
     lg2_ready = 1;
@@ -65,7 +77,7 @@ void fse_init(void)
 unsigned fse_states_for_n(uint64_t n)
 {
     if (n < 16384) return 1;
-    if (n < 65536) return 2;
+    if (n < 32000) return 2;
     return 4;
 }
 
@@ -146,7 +158,7 @@ FSE_INLINE void bw_flush(bitw *w)
     wr64(w->p, w->acc);
     unsigned nbytes = w->nacc >> 3;
     w->p += nbytes;
-    w->acc = nbytes ? (w->acc >> (nbytes * 8)) : w->acc;   /* nbytes <= 7 */
+    w->acc >>= nbytes * 8;   /* nbytes <= 7 */
     w->nacc &= 7;
 }
 /* put up to 32 bits and flush */
@@ -459,25 +471,43 @@ static int hdr_read(bitr *r, tdesc *t, unsigned mode)
 /* k-th slot of s in table order, i.e. state value q[s] + k.                 */
 /* ------------------------------------------------------------------------ */
 typedef struct { uint16_t base; uint8_t sym; uint8_t nb; } dentry;
-typedef struct { int32_t deltaFind; uint32_t deltaNb; } symtt;
+/* encoder symbol transform: nb = (x + deltaNb) >> 16, next x = stp[x >> nb] */
+typedef struct { const uint16_t *stp; uint32_t deltaNb; uint32_t pad; } symtt;
 
 typedef struct {
-    uint16_t st[FSE_MAX_L];
+    /* state table at st[FSE_MAX_L ..]: stp = slots - q stays inside the array */
+    uint16_t st[2 * FSE_MAX_L];
     symtt tt[256];
 } etable;
 
+/* start[b] = number of occurrences in buckets < b */
 static void bucket_starts(uint16_t *start, const tdesc *t)
 {
     const uint32_t L = 1u << t->R;
-    memset(start, 0, L * sizeof(uint16_t));
+    uint8_t cnt[FSE_MAX_L];   /* at most one occurrence of a symbol per bucket: <= 255 */
+    memset(cnt, 0, L);
     for (unsigned s = t->lo; s <= t->hi; s++) {
         uint32_t q = t->q[s];
         if (!q) continue;
         uint64_t step = ((uint64_t)L << 32) / q, pos = step >> 1;
-        for (uint32_t k = 0; k < q; k++, pos += step) start[pos >> 32]++;
+        uint32_t k = 0;
+        for (; k + 4 <= q; k += 4) {
+            cnt[pos >> 32]++; pos += step;
+            cnt[pos >> 32]++; pos += step;
+            cnt[pos >> 32]++; pos += step;
+            cnt[pos >> 32]++; pos += step;
+        }
+        for (; k < q; k++, pos += step) cnt[pos >> 32]++;
     }
     uint32_t acc = 0;
-    for (uint32_t b = 0; b < L; b++) { uint32_t c = start[b]; start[b] = (uint16_t)acc; acc += c; }
+    for (uint32_t b = 0; b < L; b += 4) {   /* L >= 32 */
+        uint32_t c0 = cnt[b], c1 = cnt[b + 1], c2 = cnt[b + 2], c3 = cnt[b + 3];
+        start[b] = (uint16_t)acc;
+        start[b + 1] = (uint16_t)(acc + c0);
+        start[b + 2] = (uint16_t)(acc + c0 + c1);
+        start[b + 3] = (uint16_t)(acc + c0 + c1 + c2);
+        acc += c0 + c1 + c2 + c3;
+    }
 }
 
 static void build_dtable(dentry *T, const tdesc *t)
@@ -487,16 +517,25 @@ static void build_dtable(dentry *T, const tdesc *t)
     const unsigned R = t->R;
     bucket_starts(start, t);
     for (unsigned s = t->lo; s <= t->hi; s++) {
-        uint32_t q = t->q[s];
+        const uint32_t q = t->q[s];
         if (!q) continue;
         uint64_t step = ((uint64_t)L << 32) / q, pos = step >> 1;
-        for (uint32_t k = 0; k < q; k++, pos += step) {
-            uint32_t d = start[pos >> 32]++;
-            uint32_t v = q + k;
-            unsigned nb = R - highbit32(v);
-            T[d].sym = (uint8_t)s;
-            T[d].nb = (uint8_t)nb;
-            T[d].base = (uint16_t)((v << nb) - L);
+        /* occurrence k has state value v = q + k; nb and base change only at powers of 2 */
+        uint32_t v = q;
+        const uint32_t end = 2 * q;
+        while (v < end) {
+            const unsigned hb = highbit32(v);
+            const uint32_t seg_end = (2u << hb) < end ? (2u << hb) : end;
+            const unsigned nb = R - hb;
+            dentry e;
+            e.sym = (uint8_t)s;
+            e.nb = (uint8_t)nb;
+            uint32_t base = (v << nb) - L;
+            const uint32_t inc = 1u << nb;
+            for (; v < seg_end; v++, pos += step, base += inc) {
+                e.base = (uint16_t)base;
+                T[start[pos >> 32]++] = e;
+            }
         }
     }
 }
@@ -509,15 +548,21 @@ static void build_etable(etable *E, const tdesc *t)
     bucket_starts(start, t);
     uint32_t cumul = 0;
     for (unsigned s = t->lo; s <= t->hi; s++) {
-        uint32_t q = t->q[s];
+        const uint32_t q = t->q[s];
         if (!q) continue;
         uint64_t step = ((uint64_t)L << 32) / q, pos = step >> 1;
-        for (uint32_t k = 0; k < q; k++, pos += step)
-            E->st[cumul + k] = (uint16_t)(L + start[pos >> 32]++);
-        unsigned maxBits = (q == 1) ? R : R - highbit32(q - 1);
-        uint32_t minStatePlus = q << maxBits;
+        uint16_t *o = E->st + FSE_MAX_L + cumul;
+        uint32_t k = 0;
+        for (; k + 2 <= q; k += 2) {
+            o[k] = (uint16_t)(L + start[pos >> 32]++); pos += step;
+            o[k + 1] = (uint16_t)(L + start[pos >> 32]++); pos += step;
+        }
+        for (; k < q; k++, pos += step) o[k] = (uint16_t)(L + start[pos >> 32]++);
+        const unsigned maxBits = (q == 1) ? R : R - highbit32(q - 1);
+        const uint32_t minStatePlus = q << maxBits;
         E->tt[s].deltaNb = (maxBits << 16) - minStatePlus;
-        E->tt[s].deltaFind = (int32_t)cumul - (int32_t)q;
+        /* x >> nb lies in [q, 2q): stp points q entries before this symbol's slots */
+        E->tt[s].stp = E->st + FSE_MAX_L + cumul - q;
         cumul += q;
     }
 }
@@ -527,11 +572,11 @@ static void build_etable(etable *E, const tdesc *t)
 /* ------------------------------------------------------------------------ */
 #define ENC1(x, sym)                                                         \
     do {                                                                     \
-        const symtt t_ = tt[sym];                                            \
-        uint32_t nb_ = (x + t_.deltaNb) >> 16;                               \
-        acc |= (uint64_t)(x & ((1u << nb_) - 1)) << nacc;                    \
-        nacc += nb_;                                                         \
-        x = st[(x >> nb_) + t_.deltaFind];                                   \
+        const symtt *t_ = &tt[sym];                                          \
+        uint64_t nb_ = (uint32_t)(x + t_->deltaNb) >> 16;                    \
+        acc |= (x & ((1ull << nb_) - 1)) << nacc;                            \
+        nacc += (unsigned)nb_;                                               \
+        x = t_->stp[x >> nb_];                                               \
     } while (0)
 
 #define FLUSH()                                                              \
@@ -539,20 +584,19 @@ static void build_etable(etable *E, const tdesc *t)
         wr64(p, acc);                                                        \
         unsigned nbytes_ = nacc >> 3;                                        \
         p += nbytes_;                                                        \
-        acc = nbytes_ ? acc >> (nbytes_ * 8) : acc;                          \
+        acc >>= nbytes_ * 8;                                                 \
         nacc &= 7;                                                           \
     } while (0)
 
 FSE_INLINE int encode_core(bitw *w, const uint8_t *src, size_t n, const etable *E,
                            unsigned R, unsigned S, uint64_t hv)
 {
-    const uint16_t *st = E->st;
     const symtt *tt = E->tt;
-    const uint32_t L = 1u << R;
-    uint32_t x0 = L + (uint32_t)(hv & (L - 1));
-    uint32_t x1 = L + (uint32_t)((hv >> 16) & (L - 1));
-    uint32_t x2 = L + (uint32_t)((hv >> 32) & (L - 1));
-    uint32_t x3 = L + (uint32_t)((hv >> 48) & (L - 1));
+    const uint64_t L = 1u << R;
+    uint64_t x0 = L + (hv & (L - 1));
+    uint64_t x1 = L + ((hv >> 16) & (L - 1));
+    uint64_t x2 = L + ((hv >> 32) & (L - 1));
+    uint64_t x3 = L + ((hv >> 48) & (L - 1));
     uint64_t acc = w->acc;
     unsigned nacc = w->nacc;
     uint8_t *p = w->p;
@@ -584,9 +628,9 @@ FSE_INLINE int encode_core(bitw *w, const uint8_t *src, size_t n, const etable *
         if (FSE_UNLIKELY(p > lim)) return FSE_ERR_DST_SMALL;
     }
     /* final states: S-1 .. 1 in R bits, state 0 in R+1 bits (top bit = end marker) */
-    if (S == 4) { acc |= (uint64_t)(x3 - L) << nacc; nacc += R; acc |= (uint64_t)(x2 - L) << nacc; nacc += R; FLUSH(); }
-    if (S >= 2) { acc |= (uint64_t)(x1 - L) << nacc; nacc += R; }
-    acc |= (uint64_t)x0 << nacc; nacc += R + 1;
+    if (S == 4) { acc |= (x3 - L) << nacc; nacc += R; acc |= (x2 - L) << nacc; nacc += R; FLUSH(); }
+    if (S >= 2) { acc |= (x1 - L) << nacc; nacc += R; }
+    acc |= x0 << nacc; nacc += R + 1;
     FLUSH();
     if (FSE_UNLIKELY(p > lim)) return FSE_ERR_DST_SMALL;
     wr64(p, acc);
@@ -595,14 +639,37 @@ FSE_INLINE int encode_core(bitw *w, const uint8_t *src, size_t n, const etable *
     return 0;
 }
 
-static int encode_payload(bitw *w, const uint8_t *src, size_t n, const etable *E, unsigned R,
-                          unsigned S, uint64_t hv)
+static int encode_payload_generic(bitw *w, const uint8_t *src, size_t n, const etable *E,
+                                  unsigned R, unsigned S, uint64_t hv)
 {
     switch (S) {
     case 1: return encode_core(w, src, n, E, R, 1, hv);
     case 2: return encode_core(w, src, n, E, R, 2, hv);
     default: return encode_core(w, src, n, E, R, 4, hv);
     }
+}
+
+#if FSE_HAVE_BMI2
+/* same code compiled for BMI2 (shlx/shrx/bzhi: variable shifts without CL) */
+__attribute__((target("bmi,bmi2")))
+static int encode_payload_bmi2(bitw *w, const uint8_t *src, size_t n, const etable *E,
+                               unsigned R, unsigned S, uint64_t hv)
+{
+    switch (S) {
+    case 1: return encode_core(w, src, n, E, R, 1, hv);
+    case 2: return encode_core(w, src, n, E, R, 2, hv);
+    default: return encode_core(w, src, n, E, R, 4, hv);
+    }
+}
+#endif
+
+static int encode_payload(bitw *w, const uint8_t *src, size_t n, const etable *E, unsigned R,
+                          unsigned S, uint64_t hv)
+{
+#if FSE_HAVE_BMI2
+    if (have_bmi2) return encode_payload_bmi2(w, src, n, E, R, S, hv);
+#endif
+    return encode_payload_generic(w, src, n, E, R, S, hv);
 }
 
 /* encode with table t into dst (after the length field, hv bytes already written);
@@ -824,12 +891,22 @@ FSE_INLINE int decode_core(uint8_t *dst, size_t n, const dentry *T, unsigned R,
             bp -= k;
             cnt += 8 * k;
         }
-        uint32_t *xp = (S == 1) ? &x0 : (S == 2) ? ((i & 1) ? &x1 : &x0)
-                     : ((i & 3) == 0 ? &x0 : (i & 3) == 1 ? &x1 : (i & 3) == 2 ? &x2 : &x3);
-        uint32_t x = *xp;
+        /* no address-taking of the states: they must stay in registers */
+        uint32_t x;
+        switch (i & (S - 1)) {
+        case 0: x = x0; break;
+        case 1: x = x1; break;
+        case 2: x = x2; break;
+        default: x = x3; break;
+        }
         if (8 * bp + cnt - (int64_t)T[x].nb < (int64_t)H) return FSE_ERR_TRUNCATED;
         DEC1(x, i);
-        *xp = x;
+        switch (i & (S - 1)) {
+        case 0: x0 = x; break;
+        case 1: x1 = x; break;
+        case 2: x2 = x; break;
+        default: x3 = x; break;
+        }
     }
     int64_t top = 8 * bp + cnt;
     if (top > (int64_t)H) return FSE_ERR_TRAILING;
@@ -845,14 +922,36 @@ FSE_INLINE int decode_core(uint8_t *dst, size_t n, const dentry *T, unsigned R,
     return 0;
 }
 
-static int decode_payload(uint8_t *dst, size_t n, const dentry *T, unsigned R,
-                          const uint8_t *b, size_t bs, size_t H, unsigned S)
+static int decode_payload_generic(uint8_t *dst, size_t n, const dentry *T, unsigned R,
+                                  const uint8_t *b, size_t bs, size_t H, unsigned S)
 {
     switch (S) {
     case 1: return decode_core(dst, n, T, R, b, bs, H, 1);
     case 2: return decode_core(dst, n, T, R, b, bs, H, 2);
     default: return decode_core(dst, n, T, R, b, bs, H, 4);
     }
+}
+
+#if FSE_HAVE_BMI2
+__attribute__((target("bmi,bmi2")))
+static int decode_payload_bmi2(uint8_t *dst, size_t n, const dentry *T, unsigned R,
+                               const uint8_t *b, size_t bs, size_t H, unsigned S)
+{
+    switch (S) {
+    case 1: return decode_core(dst, n, T, R, b, bs, H, 1);
+    case 2: return decode_core(dst, n, T, R, b, bs, H, 2);
+    default: return decode_core(dst, n, T, R, b, bs, H, 4);
+    }
+}
+#endif
+
+static int decode_payload(uint8_t *dst, size_t n, const dentry *T, unsigned R,
+                          const uint8_t *b, size_t bs, size_t H, unsigned S)
+{
+#if FSE_HAVE_BMI2
+    if (have_bmi2) return decode_payload_bmi2(dst, n, T, R, b, bs, H, S);
+#endif
+    return decode_payload_generic(dst, n, T, R, b, bs, H, S);
 }
 
 int fse_decompress(uint8_t *dst, size_t n, const uint8_t *src, size_t size)
