@@ -7,6 +7,8 @@ runs on the size before any decoding, and the networks run on ``load()`` (throug
 and ``ImageOps.exif_transpose`` behave as for any other format).  Modes: RGB, L, RGBA, LA.
 With ``ImageFile.LOAD_TRUNCATED_IMAGES = True`` a file cut inside its channel streams decodes
 the intact channels and the missing ones as zeros (a missing alpha plane as opaque).
+``im.verify()`` checks every CRC without decoding; an opened image also carries
+``im.l3ic_model`` ("16c"/"32c"/"64c") and ``im.l3ic_layout`` (``container.Layout``).
 
 Save options
     quality       "16c" | "32c" (default) | "64c", or "low" | "medium" | "high" (the same three
@@ -32,7 +34,7 @@ from typing import IO
 import numpy as np
 from PIL import Image, ImageFile
 
-from . import codec, container
+from . import codec, container, runtime
 
 FORMAT = "L3IC"
 EXTENSIONS = [".l3c"]
@@ -58,10 +60,9 @@ class L3icImageFile(ImageFile.ImageFile):
                            ("xmp", layout.xmp)):
             if value is not None:
                 self.info[key] = value
-        self.l3ic_layout = layout
-        self.l3ic_model = codec.runtime.QUALITY_BY_ID[header.model_id]
+        self.l3ic_layout = layout                         # container.Layout
+        self.l3ic_model = runtime.QUALITY_BY_ID[header.model_id]
         self.tile = [ImageFile._Tile("l3ic", (0, 0) + header.size, layout.base, (layout,))]
-
 
     def verify(self) -> None:
         """Check every CRC (channel streams, alpha plane) without running the networks."""
