@@ -45,6 +45,8 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=5, help="timed calls (median)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed calls first")
     ap.add_argument("--no-cold", action="store_true", help="skip cold start")
+    ap.add_argument("--no-timing", action="store_true", help="skip the timing table (e.g. to "
+                    "measure only peak RSS)")
     ap.add_argument("--rss-sizes", default="1920x1080,6000x4000",
                     help="sizes for peak RSS ('' to skip)")
     ap.add_argument("--rss-quality", default="all", help="models for peak RSS")
@@ -65,7 +67,7 @@ def main(argv=None) -> int:
         res["models"][q] = {"variant": info.variant, "fingerprint": info.fingerprint.hex(),
                             "train_steps": info.train_steps}
     t_start = time.time()
-    for n in threads:
+    for n in threads if not args.no_timing else []:
         PIL_l3ic.set_num_threads(n)
         for q in qs:
             for key in ("512", "1080"):
@@ -94,7 +96,7 @@ def main(argv=None) -> int:
          f"resize-to-cover + crop); median of {args.runs} calls after {args.warmup} warm-up; "
          f"seconds; load average {res['loadavg_start'][0]:.2f} at start, "
          f"{res['loadavg_end'][0]:.2f} at end", ""]
-    for i, n in enumerate(threads):
+    for i, n in enumerate(threads if res["timing"] else []):
         rows = [r for r in res["timing"] if r["threads"] == n]
         table = bench.timing_table(rows, f"this machine, {n} threads", original=i == 0)
         L += table.splitlines()[(0 if i == 0 else 2):]
