@@ -1,0 +1,425 @@
+"""Convert collections of images to and from ``.l3c``: a list, a glob or a folder tree, mirrored
+under a destination, on a local process pool or a Dask cluster (``PIL_l3ic.batch_dask``).
+
+    from PIL_l3ic import batch
+    rep = batch.convert(["photos/"], "out/", quality="32c")            # local pool, one per core
+    rep = batch.convert("photos/**/*.jpg", "out/", client=client)      # a dask.distributed Client
+    rep = batch.decode("out/", "png/")                                 # .l3c -> PNG, same tree
+    print(rep.text()); rep.as_dict()                                   # report (text, JSON)
+
+Sources: files (taken whatever their extension), folders (walked recursively; hidden entries
+skipped; only extensions Pillow opens, minus .l3c, for ``convert``; only .l3c for ``decode``) and
+glob patterns (``**`` recurses; same extension filter).  A file's path relative to its folder, or
+to the glob's leading folder, is kept under ``dest`` with the new suffix; a single file goes to
+``dest/<name>``; ``dest=None`` writes next to each input.  Two inputs with one output fail.
+
+Per file, on the worker: a failure (unreadable image, bad mode, ...) becomes a row with its reason
+and the batch goes on.  Outputs are written to a hidden temporary name in the target folder,
+fsync'ed, then renamed, so a killed run leaves no truncated output (at most hidden ``.*.part``
+files, removed when that output is next written).  Unless ``force``, an output that is already
+complete, newer than its input, of the same size and made with the same settings (``convert``:
+same model id and model fingerprint, read from the .l3c header, no metadata if ``strip``;
+``decode``: same format) is skipped, so re-running resumes.  Each worker process loads a model
+once (runtime's per-process cache, warmed at start) and gets ``cores // workers`` codec threads.
+
+Runners share the CLI's contract: ``runner(fn, tasks)`` yields ``(task, result or exception)``
+in completion order; here a task is ``(kind, [(src, dst), ...], options)`` (a chunk of files).
+Dask is imported only when ``client`` or ``scheduler`` is given.
+"""
+from __future__ import annotations
+
+import glob
+import io
+import json
+import multiprocessing
+import os
+import socket
+import sys
+import time
+import uuid
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+
+L3C = ".l3c"
+_NO_ALPHA = ("JPEG", "BMP", "PPM")
+_META = ("icc_profile", "exif", "xmp")
+_PLUGIN_MODES = {"RGB", "L", "RGBA", "LA", "P", "PA", "1", "CMYK", "I", "F", "I;16", "I;16L",
+                 "I;16B", "I;16N"}
+
+
+def _pillow():
+    from PIL import Image
+    import PIL_l3ic  # noqa: F401  (registers L3IC)
+    return Image
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+# ----------------------------------------------------------------------------- planning
+
+def _extensions(kind: str) -> set[str]:
+    if kind == "decode":
+        return {L3C}
+    Image = _pillow()
+    return {e for e, f in Image.registered_extensions().items() if f in Image.OPEN} - {L3C}
+
+
+def _magic(p: str) -> bool:
+    return glob.has_magic(p) and not os.path.exists(p)
+
+
+def find(sources, kind: str = "encode") -> list[tuple[str, str]]:
+    """``(path, path relative to its source root)`` for every input file, sorted per source."""
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    exts, out = _extensions(kind), []
+    for s in map(os.fspath, sources):
+        if os.path.isdir(s):
+            found = []
+            for root, dirs, files in os.walk(s):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                found += [os.path.join(root, f) for f in files
+                          if not f.startswith(".") and os.path.splitext(f)[1].lower() in exts]
+            out += [(p, os.path.relpath(p, s)) for p in sorted(found)]
+        elif _magic(s):
+            parts = s.split(os.sep)
+            base = os.sep.join(parts[:next(i for i, c in enumerate(parts) if glob.has_magic(c))])
+            out += [(p, os.path.relpath(p, base or ".")) for p in sorted(glob.glob(s, recursive=True))
+                    if os.path.isfile(p) and os.path.splitext(p)[1].lower() in exts]
+        else:
+            out.append((s, os.path.basename(s)))   # missing files fail later, with the reason
+    return out
+
+
+def plan(sources, dest, suffix: str, kind: str = "encode"):
+    """``(pairs, failures)``: ``[(src, dst)]`` to run and ``[(src, reason)]`` for collisions."""
+    pairs, failures, seen = [], [], {}
+    for src, rel in find(sources, kind):
+        stem = os.path.splitext(rel if dest is not None else src)[0] + suffix
+        dst = os.path.join(os.fspath(dest), stem) if dest is not None else stem
+        key = os.path.abspath(dst)
+        if key in seen or key == os.path.abspath(src):
+            failures.append((src, f"same output {dst} as {seen.get(key, 'the input')}"))
+        else:
+            seen[key] = src
+            pairs.append((src, dst))
+    return pairs, failures
+
+
+# ----------------------------------------------------------------------------- workers
+
+def init_worker(threads: int | None = None, warm=()) -> None:
+    """Per process, once: codec threads and models loaded (``warm``: qualities to encode)."""
+    from PIL_l3ic import runtime
+    if threads:
+        runtime.set_num_threads(threads)
+    for q in warm:
+        runtime.network(q, "encoder")
+
+
+def run_chunk(kind: str, pairs, opts: dict) -> list[dict]:
+    """Convert a chunk of ``(src, dst)``; one row per file, never raises for a file's fault."""
+    return [_one(kind, src, dst, opts) for src, dst in pairs]
+
+
+def _one(kind, src, dst, opts) -> dict:
+    try:
+        row = None if opts.get("force") else _fresh(kind, src, dst, opts)
+        if row is not None:
+            return dict(row, status="skipped")
+        row = (_encode if kind == "encode" else _decode)(src, dst, opts)
+        return dict(row, status="converted")
+    except Exception as e:  # reported per file; the batch goes on
+        return {"src": src, "status": "failed", "reason": f"{type(e).__name__}: {e}"}
+
+
+def _row(src, dst, pixels, bpp_bytes):
+    return {"src": src, "bytes_in": os.path.getsize(src), "bytes_out": os.path.getsize(dst),
+            "pixels": pixels, "bpp": 8 * bpp_bytes / max(pixels, 1),
+            "proc": f"{socket.gethostname()}:{os.getpid()}"}
+
+
+def _encode(src, dst, opts) -> dict:
+    Image = _pillow()
+    with Image.open(src) as im:
+        im.load()
+        meta = ({"icc_profile": None} if opts.get("strip")
+                else {k: im.info[k] for k in _META if im.info.get(k)})
+        if im.mode not in _PLUGIN_MODES:     # YCbCr, LAB, HSV, RGBX, ...: as the CLI does
+            im = im.convert("RGBA" if {"A", "a"} & set(im.getbands()) else "RGB")
+        buf = io.BytesIO()
+        im.save(buf, format="L3IC", quality=opts["quality"], **meta)
+        pixels = im.width * im.height
+    write_atomic(dst, buf.getvalue(), opts.get("fsync", True))
+    return _row(src, dst, pixels, len(buf.getvalue()))
+
+
+def _decode(src, dst, opts) -> dict:
+    Image, fmt = _pillow(), opts["format"]
+    with Image.open(src) as im:
+        if im.format != "L3IC":
+            raise ValueError(f"not an l3ic file (Pillow reads it as {im.format})")
+        im.load()
+        out = im.convert(im.mode[:-1]) if fmt in _NO_ALPHA and im.mode in ("RGBA", "LA") else im
+        buf = io.BytesIO()
+        out.save(buf, format=fmt, **{k: im.info[k] for k in _META if im.info.get(k)})
+        pixels = im.width * im.height
+    write_atomic(dst, buf.getvalue(), opts.get("fsync", True))
+    return _row(src, dst, pixels, os.path.getsize(src))
+
+
+def _fresh(kind, src, dst, opts) -> dict | None:
+    """The row of an existing output that needs no redo (see the module docstring), else None."""
+    try:
+        if os.stat(dst).st_mtime < os.stat(src).st_mtime:
+            return None
+    except FileNotFoundError:
+        return None
+    Image = _pillow()
+    if kind == "encode":
+        from PIL_l3ic import container, runtime
+        with open(dst, "rb") as f:
+            lay = container.read_layout(f)
+        h, info = lay.header, runtime.model_info(opts["quality"])
+        if (lay.truncated or lay.file_size != lay.end or h.model_id != info.model_id
+                or h.fingerprint != info.fingerprint
+                or (opts.get("strip") and (lay.icc or lay.exif or lay.xmp))):
+            return None
+        with Image.open(src) as im:
+            ok = im.size == h.size
+        return _row(src, dst, h.width * h.height, os.path.getsize(dst)) if ok else None
+    with Image.open(src) as im, Image.open(dst) as out:
+        if im.format != "L3IC" or out.format != opts["format"] or out.size != im.size:
+            return None
+        return _row(src, dst, im.width * im.height, os.path.getsize(src))
+
+
+def write_atomic(dst: str, data: bytes, fsync: bool = True) -> None:
+    """Write ``dst`` through ``.<name>.<random>.part`` in the same folder, then rename; stale
+    temporaries of the same output (from killed runs) are removed afterwards."""
+    folder, name = os.path.split(os.path.abspath(dst))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:12]}.part")
+    t0 = time.time()
+    try:
+        with open(tmp, "wb") as f:
+            _write_data(f, data)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, dst)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    for stale in glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(name)}.*.part")):
+        try:
+            if os.stat(stale).st_mtime < t0 - 1:
+                os.unlink(stale)
+        except OSError:
+            pass
+
+
+def _write_data(f, data: bytes) -> None:   # a seam for tests (slow writes, kill mid-write)
+    f.write(data)
+
+
+# ----------------------------------------------------------------------------- local pool
+
+def local_runner(workers: int | None = None, threads: int | None = None, warm=()):
+    """A process pool (spawned, ``workers`` processes, default one per core); each process
+    runs ``init_worker(threads, warm)`` once (threads default: cores // workers)."""
+    n = workers or cpu_count()
+    threads = threads or max(1, cpu_count() // n)
+
+    def run(fn, tasks):
+        tasks = iter(tasks)
+        ex = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=init_worker, initargs=(threads, tuple(warm)))
+        try:
+            pending = {}
+            while True:
+                for t in tasks:          # keep a bounded window in flight
+                    pending[ex.submit(fn, *t)] = t
+                    if len(pending) >= 4 * n:
+                        break
+                if not pending:
+                    return
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for f in done:
+                    t, e = pending.pop(f), f.exception()
+                    yield t, (e if e is not None else f.result())
+        finally:
+            ex.shutdown(wait=True, cancel_futures=True)
+    run.description = f"local process pool ({n} workers x {threads} threads)"
+    return run
+
+
+# ----------------------------------------------------------------------------- report
+
+@dataclass
+class Report:
+    """Final report: counts, bytes and pixels over converted + skipped files, throughput over
+    converted files.  ``text()`` and ``as_dict()`` (JSON-ready)."""
+    kind: str
+    settings: dict
+    runner: str = ""
+    files: int = 0
+    converted: int = 0
+    skipped: int = 0
+    failures: list = field(default_factory=list)     # [(file, reason)]
+    bytes_in: int = 0
+    bytes_out: int = 0
+    pixels: int = 0
+    bpp_sum: float = 0.0
+    converted_pixels: int = 0
+    elapsed_s: float = 0.0
+    processes: set = field(default_factory=set)
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
+
+    def add(self, row: dict) -> None:
+        if row["status"] == "failed":
+            self.failures.append((row["src"], row["reason"]))
+            return
+        self.converted += row["status"] == "converted"
+        self.skipped += row["status"] == "skipped"
+        self.bytes_in += row["bytes_in"]
+        self.bytes_out += row["bytes_out"]
+        self.pixels += row["pixels"]
+        self.bpp_sum += row["bpp"]
+        if row["status"] == "converted":
+            self.converted_pixels += row["pixels"]
+            self.processes.add(row["proc"])
+
+    def as_dict(self) -> dict:
+        done, l3c = self.converted + self.skipped, (self.bytes_out if self.kind == "encode"
+                                                      else self.bytes_in)
+        t = max(self.elapsed_s, 1e-9)
+        return {"kind": self.kind, "settings": self.settings, "runner": self.runner,
+                "files": self.files, "converted": self.converted, "skipped": self.skipped,
+                "failed": self.failed, "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
+                "pixels": self.pixels, "bpp": 8 * l3c / self.pixels if self.pixels else None,
+                "mean_bpp": self.bpp_sum / done if done else None,
+                "elapsed_s": round(self.elapsed_s, 3),
+                "images_per_s": self.converted / t, "mpixels_per_s": self.converted_pixels / t / 1e6,
+                "worker_processes": len(self.processes),
+                "failures": [{"file": f, "reason": r} for f, r in self.failures]}
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), indent=1)
+
+    def text(self) -> str:
+        d = self.as_dict()
+        bpp = f", {d['bpp']:.3f} bpp (mean per file {d['mean_bpp']:.3f})" if d["pixels"] else ""
+        lines = [f"{self.kind}: {self.files} files: {self.converted} converted, {self.skipped} "
+                 f"skipped (up to date), {self.failed} failed",
+                 f"  {_size(self.bytes_in)} -> {_size(self.bytes_out)}{bpp}",
+                 f"  {self.elapsed_s:.2f} s, {d['images_per_s']:.2f} images/s, "
+                 f"{d['mpixels_per_s']:.2f} MP/s on {self.runner}"]
+        lines += [f"  failed: {f}: {r}" for f, r in self.failures]
+        return "\n".join(lines)
+
+
+def _size(n: float) -> str:
+    return next((f"{n / 10 ** e:.1f} {u}" for e, u in ((9, "GB"), (6, "MB"), (3, "kB"))
+                 if n >= 10 ** e), f"{int(n)} B")
+
+
+# ----------------------------------------------------------------------------- API
+
+def convert(sources, dest=None, quality="32c", *, client=None, scheduler=None, workers=None,
+            force=False, strip=False, progress=True, report=None, log=None, chunksize=None,
+            fsync=True) -> Report:
+    """Encode images (list, glob or folder tree) to ``.l3c`` under ``dest`` (tree mirrored).
+
+    client: a ``dask.distributed.Client``; scheduler: an address (``tcp://host:8786``), a
+    scheduler file (``*.json``) or ``"local"`` (a LocalCluster of ``workers`` processes).
+    Neither: a local process pool of ``workers`` (default: one per core).  force: redo
+    outputs that are up to date.  report: path for the JSON report.  log: called with one
+    line per failed file as it happens (e.g. ``print``).  Returns the ``Report``."""
+    from PIL_l3ic import codec, runtime
+    q = codec.resolve_quality(quality)
+    settings = {"quality": q, "strip": bool(strip)}
+    try:
+        settings["fingerprint"] = runtime.model_info(q).fingerprint.hex()
+    except OSError:
+        pass
+    return _run("encode", sources, dest, L3C, settings, dict(settings, force=force, fsync=fsync),
+                (q,), client, scheduler, workers, progress, report, log, chunksize)
+
+
+def decode(sources, dest=None, format="png", *, client=None, scheduler=None, workers=None,
+           force=False, progress=True, report=None, log=None, chunksize=None,
+           fsync=True) -> Report:
+    """Decode ``.l3c`` files (list, glob or folder tree) to ``format`` (any Pillow writes;
+    "png", "jpg", "tiff", ...) under ``dest``; other arguments as for ``convert``."""
+    Image = _pillow()
+    Image.init()
+    fmt = Image.EXTENSION.get("." + format.lower(), format.upper())
+    exts = [e for e, f in Image.EXTENSION.items() if f == fmt]
+    if fmt not in Image.SAVE or not exts:
+        raise ValueError(f"Pillow cannot write format {format!r}")
+    suffix = f".{format.lower()}" if f".{format.lower()}" in exts else exts[0]
+    return _run("decode", sources, dest, suffix, {"format": fmt},
+                {"format": fmt, "force": force, "fsync": fsync}, (), client, scheduler, workers,
+                progress, report, log, chunksize)
+
+
+def _run(kind, sources, dest, suffix, settings, opts, warm, client, scheduler, workers,
+         progress, report, log, chunksize) -> Report:
+    t0 = time.perf_counter()
+    pairs, collisions = plan(sources, dest, suffix, kind)
+    rep = Report(kind, settings, files=len(pairs) + len(collisions))
+    say = log or (lambda msg: None)
+    for src, reason in collisions:
+        rep.failures.append((src, reason))
+        say(f"l3ic: {src}: {reason}")
+    close = None
+    if client is not None or scheduler is not None:
+        from PIL_l3ic import batch_dask
+        if client is None:
+            client = close = batch_dask.connect(scheduler, workers)
+        runner, slots = batch_dask.runner(client, warm=warm, progress=progress and bool(pairs))
+    else:
+        runner, slots = local_runner(workers, warm=warm), workers or cpu_count()
+    rep.runner = runner.description
+    size = chunksize or max(1, min(64, len(pairs) // (8 * slots)))
+    tasks = [(kind, pairs[i:i + size], opts) for i in range(0, len(pairs), size)]
+    bar = _bar(len(pairs)) if progress and pairs and not hasattr(runner, "dask") else None
+    try:
+        for task, res in runner(run_chunk, tasks):
+            rows = res if not isinstance(res, BaseException) else [
+                {"src": s, "status": "failed", "reason": f"{type(res).__name__}: {res}"}
+                for s, _ in task[1]]
+            for row in rows:
+                rep.add(row)
+                if row["status"] == "failed" and log is not None:
+                    msg = f"l3ic: {row['src']}: {row['reason']}"
+                    bar.write(msg, file=sys.stderr) if bar is not None else log(msg)
+            if bar is not None:
+                bar.update(len(rows))
+    finally:
+        if bar is not None:
+            bar.close()
+        if close is not None:
+            batch_dask.disconnect(close)
+    rep.elapsed_s = time.perf_counter() - t0
+    if report:
+        with open(report, "w") as f:
+            f.write(rep.to_json() + "\n")
+    return rep
+
+
+def _bar(total: int):
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, unit="file", file=sys.stderr, leave=False, dynamic_ncols=True)
