@@ -45,8 +45,8 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=5, help="timed calls (median)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed calls first")
     ap.add_argument("--no-cold", action="store_true", help="skip cold start")
-    ap.add_argument("--no-timing", action="store_true", help="skip the timing table and cold start (e.g. to "
-                    "measure only peak RSS)")
+    ap.add_argument("--no-timing", action="store_true",
+                    help="skip the timing table and cold start (to measure only peak RSS)")
     ap.add_argument("--rss-sizes", default="1920x1080,6000x4000",
                     help="sizes for peak RSS ('' to skip)")
     ap.add_argument("--rss-quality", default="all", help="models for peak RSS")
