@@ -4,16 +4,16 @@
  * Written from scratch for this project (no third-party coder vendored).
  * Stream format, design notes and measurements: docs/entropy.md.
  *
- * Layout of a stream:
+ * Layout of a stream: one bit stream, LSB-first inside each byte:
  *
- *   varint n (LEB128, canonical, <= 5 bytes, n <= FSE_MAX_N)
- *   bit stream, LSB-first inside each byte, starting on the next byte:
- *     2 bits  mode: 0 tANS (symbols <= 31), 1 tANS (any byte), 2 run, 3 raw
- *     run/raw: 6 zero bits, then 1 symbol byte (run) or n bytes (raw); nothing else.
- *     tANS:    table description (see hdr_code), then the tANS payload written
- *              forwards by the encoder (symbols n-1 .. 0), then the final
- *              states (state S-1 .. 1 in R bits, state 0 in R+1 bits whose top
- *              bit, always 1, is the end marker), then zero padding to a byte.
+ *   2 bits  mode: 0 tANS (symbols <= 31), 1 tANS (any byte), 2 run, 3 raw
+ *   n       '0' + 15 bits if n < 2^15, else '1' + 5-bit length b + low b-1 bits
+ *   run:    8-bit symbol, zero padding to the byte; nothing else.
+ *   raw:    zero padding to the byte, then the n bytes; nothing else.
+ *   tANS:   table description (see hdr_write), then the tANS payload written
+ *           forwards by the encoder (symbols n-1 .. 0), then the final
+ *           states (state S-1 .. 1 in R bits, state 0 in R+1 bits whose top
+ *           bit, always 1, is the end marker), then zero padding to a byte.
  *
  * The decoder reads the table description forwards and the payload backwards
  * from the end marker; it must consume the payload exactly (ending on the
@@ -105,39 +105,9 @@ const char *fse_error_string(int code)
     }
 }
 
-/* ------------------------------------------------------------------------ */
-/* length field                                                               */
-/* ------------------------------------------------------------------------ */
-static size_t varint_put(uint8_t *dst, uint64_t v)
-{
-    size_t k = 0;
-    while (v >= 0x80) { dst[k++] = (uint8_t)(v | 0x80); v >>= 7; }
-    dst[k++] = (uint8_t)v;
-    return k;
-}
-
-/* returns bytes used (>0) or error */
-static int varint_get(const uint8_t *src, size_t size, uint64_t *out)
-{
-    uint64_t v = 0;
-    if (size == 0) return FSE_ERR_EMPTY;
-    for (size_t k = 0; k < FSE_MAX_VARINT; k++) {
-        if (k >= size) return FSE_ERR_VARINT;
-        uint8_t b = src[k];
-        v |= (uint64_t)(b & 0x7F) << (7 * k);
-        if (!(b & 0x80)) {
-            if (k > 0 && b == 0) return FSE_ERR_VARINT;   /* not canonical */
-            if (v > FSE_MAX_N) return FSE_ERR_N_TOO_LARGE;
-            *out = v;
-            return (int)(k + 1);
-        }
-    }
-    return FSE_ERR_VARINT;
-}
-
 size_t fse_compress_bound(size_t n)
 {
-    return FSE_MAX_VARINT + 1 + n + 16;
+    return FSE_MAX_HEADER + n + 16;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -163,6 +133,24 @@ FSE_INLINE void bw_flush(bitw *w)
 }
 /* put up to 32 bits and flush */
 FSE_INLINE void bw_put(bitw *w, uint32_t v, unsigned nb) { bw_add(w, v, nb); bw_flush(w); }
+
+/* symbol count: '0' + 15 bits for n < 2^15, else '1' + 5-bit bit length b + the low b-1 bits */
+#define NCODE_SHORT_LIMIT 32768u
+static unsigned ncode_bits(uint64_t n)
+{
+    return n < NCODE_SHORT_LIMIT ? 16 : 6 + bitlen32((uint32_t)n) - 1;
+}
+
+static void ncode_put(bitw *w, uint64_t n)
+{
+    if (n < NCODE_SHORT_LIMIT) { bw_put(w, (uint32_t)n << 1, 16); return; }
+    unsigned b = bitlen32((uint32_t)n);
+    bw_put(w, 1u | (b << 1), 6);
+    bw_put(w, (uint32_t)n & ((1u << (b - 1)) - 1), b - 1);
+}
+
+/* bits before the table description / payload: mode + n code */
+static unsigned prefix_bits(uint64_t n) { return 2 + ncode_bits(n); }
 
 /* ------------------------------------------------------------------------ */
 /* content hash.  The tANS states start at L + (bits of this hash) instead of */
@@ -341,32 +329,34 @@ static unsigned counts_cost(const tdesc *t, unsigned d)
     return bits;
 }
 
-/* choose d, return the full description cost (mode bits included) */
+#define D_FIXED 2u   /* d when only one count is coded (two symbols): not stored */
+
+/* choose d, return the table description cost (mode and n excluded) */
 static unsigned hdr_cost(tdesc *t)
 {
     unsigned m = t->hi - t->lo;
-    unsigned base = 2 + 3 + (t->small ? 5 : 8) + (2 * bitlen32(m) - 1) + bitlen32(m) + 2;
+    unsigned base = 3 + (t->small ? 5 : 8) + (2 * bitlen32(m) - 1) + bitlen32(m);
+    if (m == 1) { t->d = D_FIXED; return base + counts_cost(t, D_FIXED); }
     unsigned best = ~0u, bd = 0;
     for (unsigned d = 0; d < 4; d++) {
         unsigned c = counts_cost(t, d);
         if (c < best) { best = c; bd = d; }
     }
     t->d = bd;
-    return base + best;
+    return base + 2 + best;
 }
 
 static void hdr_write(bitw *w, const tdesc *t)
 {
     const uint32_t L = 1u << t->R;
     unsigned m = t->hi - t->lo, bm = bitlen32(m);
-    bw_put(w, t->small ? FSE_MODE_TANS5 : FSE_MODE_TANS8, 2);
     bw_put(w, t->R - FSE_MIN_TABLELOG, 3);
     bw_put(w, t->lo, t->small ? 5 : 8);
     /* gamma(m): bm-1 zeros, a one, then the bm-1 low bits of m */
     bw_put(w, 1u << (bm - 1), bm);
     if (bm > 1) bw_put(w, m & ((1u << (bm - 1)) - 1), bm - 1);
     bw_put(w, t->peak - t->lo, bm);
-    bw_put(w, t->d, 2);
+    if (m > 1) bw_put(w, t->d, 2);
     for (int dir = -1; dir <= 1; dir += 2) {
         uint32_t prev = L >> 1;
         for (int s = (int)t->peak + dir; s >= (int)t->lo && s <= (int)t->hi; s += dir) {
@@ -405,7 +395,7 @@ FSE_INLINE int br_get(bitr *r, unsigned nb, uint32_t *out)   /* nb <= 32 */
     return 0;
 }
 
-static int hdr_read(bitr *r, tdesc *t, unsigned mode)
+static int hdr_read(bitr *r, tdesc *t, unsigned mode)   /* after mode and n */
 {
     uint32_t v;
     int e;
@@ -431,8 +421,12 @@ static int hdr_read(bitr *r, tdesc *t, unsigned mode)
     if ((e = br_get(r, bitlen32(m), &v))) return e;
     if (v > m) return FSE_ERR_SYMBOLS;
     t->peak = t->lo + v;
-    if ((e = br_get(r, 2, &v))) return e;
-    t->d = v;
+    if (m > 1) {
+        if ((e = br_get(r, 2, &v))) return e;
+        t->d = v;
+    } else {
+        t->d = D_FIXED;
+    }
     uint32_t sum = 0;
     for (int dir = -1; dir <= 1; dir += 2) {
         uint32_t prev = L >> 1;
@@ -672,13 +666,36 @@ static int encode_payload(bitw *w, const uint8_t *src, size_t n, const etable *E
     return encode_payload_generic(w, src, n, E, R, S, hv);
 }
 
-/* encode with table t into dst (after the length field, hv bytes already written);
- * returns total size or error */
-static ptrdiff_t encode_tans(uint8_t *dst, size_t cap, size_t hv, const uint8_t *src, size_t n,
+/* write the mode and n; returns the writer positioned after them */
+static void begin_stream(bitw *w, uint8_t *dst, size_t cap, unsigned mode, uint64_t n)
+{
+    w->acc = 0; w->nacc = 0; w->p = dst; w->lim = dst + cap - 8; w->overflow = 0;
+    bw_put(w, mode, 2);
+    ncode_put(w, n);
+}
+
+/* flush the partial byte (zero padding); returns bytes written */
+static size_t end_stream(bitw *w, uint8_t *dst)
+{
+    wr64(w->p, w->acc);
+    return (size_t)(w->p - dst) + ((w->nacc + 7) >> 3);
+}
+
+static ptrdiff_t store_raw(uint8_t *dst, size_t cap, const uint8_t *src, size_t n)
+{
+    bitw w;
+    begin_stream(&w, dst, cap, FSE_MODE_RAW, n);
+    size_t h = end_stream(&w, dst);
+    if (n) memcpy(dst + h, src, n);
+    return (ptrdiff_t)(h + n);
+}
+
+/* complete tANS stream with table t; returns its size or an error (output too big) */
+static ptrdiff_t encode_tans(uint8_t *dst, size_t cap, const uint8_t *src, size_t n,
                              const tdesc *t, etable *E, uint64_t hash)
 {
     bitw w;
-    w.acc = 0; w.nacc = 0; w.p = dst + hv; w.lim = dst + cap - 8; w.overflow = 0;
+    begin_stream(&w, dst, cap, t->small ? FSE_MODE_TANS5 : FSE_MODE_TANS8, n);
     hdr_write(&w, t);
     if (w.overflow) return FSE_ERR_DST_SMALL;
     build_etable(E, t);
@@ -692,10 +709,9 @@ ptrdiff_t fse_compress(uint8_t *dst, size_t cap, const uint8_t *src, size_t n)
     if (!lg2_ready) fse_init();
     if (n > FSE_MAX_N) return FSE_ERR_N_RANGE;
     if (cap < fse_compress_bound(n)) return FSE_ERR_DST_SMALL;
-    size_t hv = varint_put(dst, n);
-    const size_t raw_total = hv + 1 + n;
+    const size_t raw_total = ((prefix_bits(n) + 7) >> 3) + n;
 
-    if (n == 0) { dst[hv] = FSE_MODE_RAW; return (ptrdiff_t)(hv + 1); }
+    if (n == 0) return store_raw(dst, cap, src, 0);
 
     uint32_t h[256];
     uint64_t hash = histogram_hash(h, src, n);
@@ -705,62 +721,59 @@ ptrdiff_t fse_compress(uint8_t *dst, size_t cap, const uint8_t *src, size_t n)
     for (unsigned s = lo; s <= hi; s++) k += h[s] != 0;
 
     if (k == 1) {
-        dst[hv] = FSE_MODE_RUN;
-        dst[hv + 1] = (uint8_t)lo;
-        return (ptrdiff_t)(hv + 2);
+        bitw w;
+        begin_stream(&w, dst, cap, FSE_MODE_RUN, n);
+        bw_put(&w, lo, 8);
+        return (ptrdiff_t)end_stream(&w, dst);
     }
 
-    /* evaluate every table log by its estimated size */
+    /* estimated size for every table log; the estimate is unimodal in practice,
+     * so for long channels stop two steps after it starts rising */
     const unsigned S = fse_states_for_n(n);
     unsigned Rmin = bitlen32(k - 1);
     if (Rmin < FSE_MIN_TABLELOG) Rmin = FSE_MIN_TABLELOG;
     tdesc cand[FSE_MAX_TABLELOG + 1];
     double est[FSE_MAX_TABLELOG + 1];
-    unsigned peak = lo;
-    for (unsigned s = lo; s <= hi; s++) if (h[s] > h[peak]) peak = s;
-    for (unsigned R = Rmin; R <= FSE_MAX_TABLELOG; R++) {
+    unsigned order[FSE_MAX_TABLELOG + 1], no = 0, rising = 0;
+    const double fixed = (double)prefix_bits(n);
+    for (unsigned R = FSE_MAX_TABLELOG; R >= Rmin; R--) {
         tdesc *t = &cand[R];
         t->R = R; t->lo = lo; t->hi = hi; t->small = hi <= 31;
         normalize(t->q, h, lo, hi, n, R);
         t->peak = lo;
         for (unsigned s = lo; s <= hi; s++) if (t->q[s] > t->q[t->peak]) t->peak = s;
-        double bits = (double)hdr_cost(t) + (double)(S * R);
+        double bits = fixed + (double)hdr_cost(t) + (double)(S * R);
         for (unsigned s = lo; s <= hi; s++)
             if (h[s]) bits += (double)h[s] * (double)((float)R - lg2[t->q[s]]);
         est[R] = bits;
+        order[no++] = R;
+        if (R < FSE_MAX_TABLELOG && est[R] > est[R + 1]) {
+            if (++rising >= 2 && n > TRIAL_MAX_N) break;
+        } else {
+            rising = 0;
+        }
     }
-    unsigned order[FSE_MAX_TABLELOG + 1], no = 0;
-    for (unsigned R = Rmin; R <= FSE_MAX_TABLELOG; R++) order[no++] = R;
     for (unsigned a = 1; a < no; a++)   /* insertion sort by estimate */
         for (unsigned b = a; b > 0 && est[order[b]] < est[order[b - 1]]; b--) {
             unsigned tmp = order[b]; order[b] = order[b - 1]; order[b - 1] = tmp;
         }
-    (void)peak;
 
-    if ((size_t)(est[order[0]] / 8.0) + hv + 1 >= raw_total) {
-        dst[hv] = FSE_MODE_RAW;
-        memcpy(dst + hv + 1, src, n);
-        return (ptrdiff_t)raw_total;
-    }
+    if ((size_t)(est[order[0]] / 8.0) >= raw_total) return store_raw(dst, cap, src, n);
 
     etable E;
     /* never let tANS output grow past the raw size */
     size_t cap_t = raw_total + 8 < cap ? raw_total + 8 : cap;
-    ptrdiff_t best = encode_tans(dst, cap_t, hv, src, n, &cand[order[0]], &E, hash);
+    ptrdiff_t best = encode_tans(dst, cap_t, src, n, &cand[order[0]], &E, hash);
     if (n <= TRIAL_MAX_N && best > 0) {
+        /* short channels: also try the next candidates and keep the smallest */
         uint8_t tmp[TRIAL_MAX_N + 64];
         for (unsigned c = 1; c < no && c < TRIAL_COUNT; c++) {
-            memcpy(tmp, dst, hv);
-            ptrdiff_t r = encode_tans(tmp, (size_t)best + 8 < sizeof tmp ? (size_t)best + 8 : sizeof tmp,
-                                      hv, src, n, &cand[order[c]], &E, hash);
+            size_t cap2 = (size_t)best + 8 < sizeof tmp ? (size_t)best + 8 : sizeof tmp;
+            ptrdiff_t r = encode_tans(tmp, cap2, src, n, &cand[order[c]], &E, hash);
             if (r > 0 && r < best) { memcpy(dst, tmp, (size_t)r); best = r; }
         }
     }
-    if (best < 0 || (size_t)best >= raw_total) {
-        dst[hv] = FSE_MODE_RAW;
-        memcpy(dst + hv + 1, src, n);
-        return (ptrdiff_t)raw_total;
-    }
+    if (best < 0 || (size_t)best >= raw_total) return store_raw(dst, cap, src, n);
     return best;
 }
 
@@ -769,35 +782,63 @@ ptrdiff_t fse_compress(uint8_t *dst, size_t cap, const uint8_t *src, size_t n)
 /* ------------------------------------------------------------------------ */
 typedef struct {
     uint64_t n;
-    size_t hv;       /* bytes of the length field */
     int mode;
     tdesc t;
-    size_t hdr_bits; /* bits of the bit stream used by mode + table description */
+    size_t hdr_bits;   /* bits used by mode, n and the table description */
+    size_t data_off;   /* raw: offset of the stored bytes */
+    unsigned run_sym;
 } hinfo;
+
+/* the bits from pos to the end of their byte must be zero */
+static int zero_pad(const bitr *r)
+{
+    size_t pos = r->pos;
+    if (pos & 7) {
+        uint8_t b = r->p[pos >> 3];
+        if (b >> (pos & 7)) return 0;
+    }
+    return 1;
+}
 
 static int parse_header(const uint8_t *src, size_t size, hinfo *hi)
 {
-    int r = varint_get(src, size, &hi->n);
-    if (r < 0) return r;
-    hi->hv = (size_t)r;
-    if (hi->hv >= size) return FSE_ERR_MODE;
-    uint8_t mb = src[hi->hv];
-    hi->mode = mb & 3;
+    bitr br;
+    uint32_t v;
+    int e;
+    if (size == 0) return FSE_ERR_EMPTY;
+    br.p = src; br.nbits = 8 * (size_t)size; br.pos = 0;
+    if ((e = br_get(&br, 2, &v))) return e;
+    hi->mode = (int)v;
+    if ((e = br_get(&br, 1, &v))) return FSE_ERR_VARINT;
+    if (!v) {
+        if ((e = br_get(&br, 15, &v))) return FSE_ERR_VARINT;
+        hi->n = v;
+    } else {
+        uint32_t b, low;
+        if ((e = br_get(&br, 5, &b))) return FSE_ERR_VARINT;
+        if (b < 16) return FSE_ERR_VARINT;   /* canonical: n >= 2^15 */
+        if ((e = br_get(&br, b - 1, &low))) return FSE_ERR_VARINT;
+        hi->n = ((uint64_t)1 << (b - 1)) | low;
+        if (hi->n > FSE_MAX_N) return FSE_ERR_N_TOO_LARGE;
+    }
     if (hi->mode == FSE_MODE_RAW || hi->mode == FSE_MODE_RUN) {
-        if (mb >> 2) return FSE_ERR_MODE;
-        size_t want = hi->hv + 1 + (hi->mode == FSE_MODE_RUN ? 1 : (size_t)hi->n);
-        if (hi->mode == FSE_MODE_RUN && hi->n == 0) return FSE_ERR_MODE;
-        /* canonical: one symbol is always a run (so run and raw cannot be confused) */
-        if (hi->mode == FSE_MODE_RAW && hi->n == 1) return FSE_ERR_MODE;
+        if (hi->mode == FSE_MODE_RUN) {
+            if (hi->n == 0) return FSE_ERR_MODE;
+            if ((e = br_get(&br, 8, &v))) return FSE_ERR_SIZE;
+            hi->run_sym = v;
+        } else if (hi->n == 1) {
+            return FSE_ERR_MODE;   /* canonical: one symbol is always a run */
+        }
+        if (!zero_pad(&br)) return FSE_ERR_MODE;
+        size_t h = (br.pos + 7) >> 3;
+        hi->data_off = h;
+        hi->hdr_bits = br.pos;
+        size_t want = h + (hi->mode == FSE_MODE_RAW ? (size_t)hi->n : 0);
         if (size != want) return FSE_ERR_SIZE;
         return 0;
     }
     if (hi->n < 2) return FSE_ERR_TOO_FEW;
-    bitr br;
-    br.p = src + hi->hv;
-    br.nbits = (size - hi->hv) * 8;
-    br.pos = 2;
-    int e = hdr_read(&br, &hi->t, (unsigned)hi->mode);
+    e = hdr_read(&br, &hi->t, (unsigned)hi->mode);
     if (e) return e;
     hi->hdr_bits = br.pos;
     /* A decoded symbol either consumes a bit or moves its state to a strictly
@@ -960,10 +1001,10 @@ int fse_decompress(uint8_t *dst, size_t n, const uint8_t *src, size_t size)
     int e = parse_header(src, size, &h);
     if (e) return e;
     if (h.n != (uint64_t)n) return FSE_ERR_N_MISMATCH;
-    if (h.mode == FSE_MODE_RAW) { if (n) memcpy(dst, src + h.hv + 1, n); return 0; }
-    if (h.mode == FSE_MODE_RUN) { memset(dst, src[h.hv + 1], n); return 0; }
+    if (h.mode == FSE_MODE_RAW) { if (n) memcpy(dst, src + h.data_off, n); return 0; }
+    if (h.mode == FSE_MODE_RUN) { memset(dst, (int)h.run_sym, n); return 0; }
     dentry T[FSE_MAX_L];
     build_dtable(T, &h.t);
     /* the payload is read backwards from the end; positions count from src[0] */
-    return decode_payload(dst, n, T, h.t.R, src, size, 8 * h.hv + h.hdr_bits, fse_states_for_n(n));
+    return decode_payload(dst, n, T, h.t.R, src, size, h.hdr_bits, fse_states_for_n(n));
 }

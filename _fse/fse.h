@@ -20,7 +20,7 @@ extern "C" {
 #define FSE_MAX_N          0x7FFFFFFFu   /* largest channel length (2^31 - 1) */
 #define FSE_MIN_TABLELOG   5
 #define FSE_MAX_TABLELOG   12
-#define FSE_MAX_VARINT     5             /* bytes of the length field */
+#define FSE_MAX_HEADER     5             /* bytes of mode + symbol count (raw/run header) */
 
 /* stream modes (2 bits at the start of the byte after the length field) */
 #define FSE_MODE_TANS5     0   /* tANS, symbols 0..31: 5-bit symbol fields */
@@ -30,7 +30,7 @@ extern "C" {
 
 enum {
     FSE_ERR_EMPTY        = -1,   /* zero-length stream */
-    FSE_ERR_VARINT       = -2,   /* length field truncated, overlong or not canonical */
+    FSE_ERR_VARINT       = -2,   /* symbol count field truncated or not canonical */
     FSE_ERR_N_TOO_LARGE  = -3,   /* length field above FSE_MAX_N */
     FSE_ERR_N_MISMATCH   = -4,   /* stored symbol count != expected count */
     FSE_ERR_MODE         = -5,   /* mode byte invalid (reserved bits set / missing) */

@@ -41,6 +41,32 @@ def entropy_bytes(a):
     return float(-(p * np.log2(p)).sum()) * len(a) / 8 if len(p) > 1 else 0.0
 
 
+def stream_prefix_bits(mode, n):
+    """Bits (LSB-first order) of a stream's mode and symbol count (see docs/entropy.md)."""
+    bits = [mode & 1, (mode >> 1) & 1]
+    if n < 1 << 15:
+        bits += [0] + [(n >> i) & 1 for i in range(15)]
+    else:
+        b = n.bit_length()
+        bits += [1] + [(b >> i) & 1 for i in range(5)] + [(n >> i) & 1 for i in range(b - 1)]
+    return bits
+
+
+def bits_to_bytes(bits):
+    out = bytearray((len(bits) + 7) // 8)
+    for i, b in enumerate(bits):
+        out[i >> 3] |= b << (i & 7)
+    return bytes(out)
+
+
+def bytes_to_bits(data):
+    return [(data[i >> 3] >> (i & 7)) & 1 for i in range(8 * len(data))]
+
+
+def run_stream(n, sym):
+    return bits_to_bytes(stream_prefix_bits(2, n) + [(sym >> i) & 1 for i in range(8)])
+
+
 def roundtrip(data):
     data = bytes(data)
     blob = fse.compress(data)
@@ -89,7 +115,7 @@ def test_roundtrip_edge_cases(name):
 
 
 @pytest.mark.parametrize("n", [0, 1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 33, 100, 16383, 16384, 16385,
-                               65535, 65536, 65537, 65539])
+                               31999, 32000, 32001, 32767, 32768, 32769, 65536, 65539])
 def test_roundtrip_lengths_around_block_and_state_boundaries(n):
     roundtrip(laplace_channel(n, 0.7, seed=n))
     roundtrip(np.random.default_rng(n).integers(0, 256, n).astype(np.uint8))
@@ -106,24 +132,19 @@ def test_roundtrip_maximum_length_class():
 
 def test_maximum_n_limit():
     assert fse.MAX_N == 2**31 - 1
-    # a header claiming MAX_N + 1 symbols is rejected before anything is allocated
-    def uleb(x):
-        out = bytearray()
-        while x >= 0x80:
-            out.append((x & 0x7F) | 0x80)
-            x >>= 7
-        out.append(x)
-        return bytes(out)
-    with pytest.raises(FSEError, match="maximum"):
-        fse.decompress(uleb(fse.MAX_N + 1) + b"\x02\x0f")
-    # a run of MAX_N symbols is a valid 7-byte stream; with the expected n the mismatch
-    # is reported without allocating 2 GiB
-    blob = uleb(fse.MAX_N) + b"\x02\x0f"
+    # the longest count the header can express is MAX_N: a valid 6-byte run stream
+    blob = run_stream(fse.MAX_N, 15)
+    assert len(blob) == 6
     assert fse.stream_info(blob)["n"] == fse.MAX_N
+    # with the expected n the mismatch is reported without allocating 2 GiB
     with pytest.raises(FSEError, match="expected 5"):
         fse.decompress(blob, 5)
     with pytest.raises(ValueError):
         fse.decompress(blob, fse.MAX_N + 1)
+    # a long-form count below 2^15 is not canonical
+    bits = [0, 1] + [1] + [(15 >> i) & 1 for i in range(5)] + [0] * 14 + [1] * 8
+    with pytest.raises(FSEError, match="count field"):
+        fse.decompress(bits_to_bytes(bits))
 
 
 # --------------------------------------------------------------------------
@@ -135,11 +156,13 @@ def test_modes_are_explicit():
     assert fse.stream_info(fse.compress(EDGE["uniform256"]))["mode"] == "raw"
     assert fse.stream_info(fse.compress(EDGE["laplace_4096"]))["mode"] == "tans"
     raw = fse.compress(EDGE["uniform256"])
-    assert len(raw) == 20000 + 3 + 1  # varint(20000) + mode byte + data: raw never costs more
+    assert len(raw) == 20000 + 3  # mode + count (18 bits) + data: raw never costs more
 
 
 def test_run_and_empty_streams_are_tiny():
-    assert fse.compress(b"") == b"\x00\x03"
+    assert fse.compress(b"") == b"\x03\x00\x00"
+    assert fse.compress(b"\x0f" * 1000) == run_stream(1000, 15)
+    assert len(fse.compress(b"\x0f" * 1000)) == 4
     assert len(fse.compress(b"\x0f" * 524288)) == 5
 
 
@@ -167,7 +190,7 @@ def test_incompressible_small_channels_fall_back_to_raw():
     for n in (1, 2, 3, 5, 10):
         data = bytes(np.random.default_rng(n).integers(0, 256, n).astype(np.uint8))
         blob = roundtrip(data)
-        assert len(blob) <= n + 2
+        assert len(blob) <= n + 3
 
 
 # --------------------------------------------------------------------------
@@ -217,18 +240,19 @@ def test_decompress_argument_errors():
 
 def test_n_mismatch_raises_before_allocating():
     # a forged run stream claiming 2^31-1 symbols, decoded with the container's n
-    blob = b"\xff\xff\xff\xff\x07\x02\x0f"
+    blob = run_stream(2**31 - 1, 15)
     with pytest.raises(FSEError, match="symbols"):
         fse.decompress(blob, 10)
 
 
 def test_forged_tiny_tans_stream_cannot_claim_huge_n():
-    blob = bytearray(fse.compress(laplace_channel(100, 0.7)))
-    # replace the length field by 2^31-1 (5 bytes) keeping the rest
-    body = bytes(blob[1:])
-    forged = b"\xff\xff\xff\xff\x07" + body
+    blob = fse.compress(laplace_channel(100, 0.7))
+    assert fse.stream_info(blob)["mode"] == "tans"
+    bits = bytes_to_bits(blob)
+    # replace the 16-bit short count by the long form of 2^31-1, keep the rest
+    forged = bits[:2] + stream_prefix_bits(0, 2**31 - 1)[2:] + bits[18:]
     with pytest.raises(FSEError):
-        fse.decompress(forged)
+        fse.decompress(bits_to_bytes(forged))
 
 
 # --------------------------------------------------------------------------
