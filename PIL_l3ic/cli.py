@@ -3,15 +3,15 @@
 Uses only the public API (Pillow with format "L3IC", container.read_layout, metrics, bench).
 Batches (encode, decode): a failing file prints one line ``l3ic: FILE: reason`` and the batch
 goes on; exit status 1 if any file failed, 2 for a usage error, else 0.  Files run through a
-*runner* (``_runner``: serial, threads or processes with ``-j``), the seam for distributed
-conversion: ``--scheduler ADDRESS --workers N`` only has to return another runner (Dask, from
-PIL_l3ic.batch) with the same contract: ``runner(fn, tasks)`` yields ``(task, result or
-exception)`` in completion order; ``fn`` is a top-level function here, tasks are tuples of
-plain (picklable) values.
+*runner* (``_runner``: serial, threads or processes with ``-j``): ``runner(fn, tasks)`` yields
+``(task, result or exception)`` in completion order.  Batch mode (folders, quoted globs,
+``--scheduler ADDRESS``, ``--workers N`` or ``--report``) hands the whole job to
+``PIL_l3ic.batch`` (tree mirrored under ``-o``, resume, local process pool or Dask, report).
 """
 from __future__ import annotations
 
 import argparse
+import glob
 import io
 import json
 import os
@@ -117,8 +117,8 @@ def _write(dst: str, data: bytes) -> None:
 # ----------------------------------------------------------------------------- batches
 
 def _runner(args):
-    """Pick how files run: serial, threads or processes.  (Seam for ``--scheduler``: return a
-    runner from PIL_l3ic.batch here; nothing else in this module needs to change.)"""
+    """Pick how files run: serial, threads or processes.  (Batch mode, with ``--scheduler``
+    or ``--workers``, goes through PIL_l3ic.batch instead, see ``_batch_mode``.)"""
     jobs = args.jobs if args.jobs > 0 else (os.cpu_count() or 1)
     if jobs == 1:
         return _serial
@@ -219,7 +219,27 @@ def _size(n: float) -> str:
 
 # ----------------------------------------------------------------------------- subcommands
 
+def _batch_mode(args) -> bool:
+    """Folders, glob patterns (quoted), --scheduler, --workers or --report: PIL_l3ic.batch
+    mirrors the tree under -o, skips outputs already up to date (-f redoes them), reports."""
+    return bool(args.scheduler or args.workers or args.report) or any(
+        os.path.isdir(p) or (glob.has_magic(p) and not os.path.exists(p)) for p in args.inputs)
+
+
+def _convert(args, fn, **options) -> int:
+    log = None if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    rep = fn(args.inputs, args.output, scheduler=args.scheduler, force=args.force,
+             workers=args.workers or (args.jobs if args.jobs != 1 else None), log=log,
+             progress=not (args.quiet or args.no_progress), report=args.report, **options)
+    if not args.quiet:
+        print(rep.text(), file=sys.stderr)
+    return 1 if rep.failed else 0
+
+
 def cmd_encode(args) -> int:
+    if _batch_mode(args):
+        from PIL_l3ic import batch
+        return _convert(args, batch.convert, quality=args.quality, strip=args.strip)
     outs = _outputs(args.inputs, args.output, ".l3c")
     tasks = [(s, d, args.quality, args.force, args.strip) for s, d in zip(args.inputs, outs)]
     return _batch(args, encode_file, tasks, "encoded")
@@ -234,6 +254,9 @@ def cmd_decode(args) -> int:
         print(f"l3ic: error: Pillow cannot write format {args.format!r}", file=sys.stderr)
         return 2
     ext = f".{args.format.lower()}" if f".{args.format.lower()}" in exts else exts[0]
+    if _batch_mode(args):
+        from PIL_l3ic import batch
+        return _convert(args, batch.decode, format=args.format)
     outs = _outputs(args.inputs, args.output, ext)
     tasks = [(s, d, fmt, args.force) for s, d in zip(args.inputs, outs)]
     return _batch(args, decode_file, tasks, "decoded")
@@ -359,7 +382,13 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("-f", "--force", action="store_true", help="overwrite existing outputs")
         sp.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
         sp.add_argument("--no-progress", action="store_true", help="no progress bar")
-        # seam: --scheduler ADDRESS / --workers N (Dask, PIL_l3ic.batch) go here and in _runner
+        tree = "folders, globs, --scheduler, --workers or --report: batch mode (PIL_l3ic.batch)"
+        sp.add_argument("--scheduler", metavar="ADDRESS", help=f"{tree}; convert on a Dask "
+                        "cluster: tcp://HOST:8786, a scheduler file (.json) or 'local' "
+                        "(pip install 'PIL_l3ic[dask]')")
+        sp.add_argument("--workers", type=int, metavar="N", help="batch mode: N local worker "
+                        "processes (default: one per core); with --scheduler: wait for N workers")
+        sp.add_argument("--report", metavar="FILE", help="batch mode: write the report as JSON")
 
     sp = sub.add_parser("encode", formatter_class=fmt, help="image(s) -> .l3c",
                         description="Encode images in any format Pillow reads to .l3c.  Modes "
