@@ -116,7 +116,7 @@ def plan(sources, dest, suffix: str, kind: str = "encode"):
 def init_worker(threads: int | None = None, warm=()) -> None:
     """Per process, once: codec threads and models loaded (``warm``: qualities to encode)."""
     from PIL_l3ic import runtime
-    if threads:
+    if threads and threads != runtime.num_threads():   # a change drops loaded interpreters
         runtime.set_num_threads(threads)
     for q in warm:
         runtime.network(q, "encoder")
@@ -130,8 +130,11 @@ def run_chunk(kind: str, pairs, opts: dict) -> list[dict]:
 def _one(kind, src, dst, opts) -> dict:
     try:
         row = None if opts.get("force") else _fresh(kind, src, dst, opts)
-        if row is not None:
-            return dict(row, status="skipped")
+    except Exception:   # an unreadable output (cut, foreign): redo; an unreadable input fails below
+        row = None
+    if row is not None:
+        return dict(row, status="skipped")
+    try:
         row = (_encode if kind == "encode" else _decode)(src, dst, opts)
         return dict(row, status="converted")
     except Exception as e:  # reported per file; the batch goes on
