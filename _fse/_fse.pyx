@@ -13,15 +13,15 @@ and its mode (tANS, single-symbol run, or raw).  See docs/entropy.md.
 
 Malformed streams raise FSEError (a ValueError subclass) and nothing else;
 arguments of the wrong type raise TypeError.  All coding runs with the GIL
-released; the batch calls run channels in parallel with OpenMP.
+released; the batch calls spread the channels over threads started for the
+call (blocking waits, no pool left behind, safe across fork()).
 """
 from libc.stdint cimport uint8_t, uint64_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memset
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
-from cython.parallel cimport prange
-cimport openmp
+import os
 
 import numpy as np
 
@@ -42,6 +42,11 @@ cdef extern from "fse.h" nogil:
     int fse_decompress(uint8_t *dst, size_t n, const uint8_t *src, size_t size)
     unsigned fse_states_for_n(uint64_t n)
     const char *fse_error_string(int code)
+    void fse_compress_batch(uint8_t *dst, size_t cap, Py_ssize_t *sizes, const uint8_t *src,
+                            size_t count, size_t n, int threads)
+    void fse_decompress_batch(uint8_t *out, int *errs, const uint8_t *const *blobs,
+                              const size_t *lens, size_t count, size_t n, int threads)
+    int fse_cpu_count()
 
 fse_init()
 
@@ -94,8 +99,11 @@ cdef int _threads(object threads) except -1:
     if threads < 0:
         raise ValueError("threads must be >= 0 (0 = all cores)")
     if threads == 0:
-        return max(1, openmp.omp_get_num_procs())
-    return threads
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except (AttributeError, OSError):
+            return max(1, fse_cpu_count())
+    return min(threads, 256)
 
 
 def compress(data):
@@ -202,8 +210,7 @@ def compress_batch(array2d, threads=0):
         raise MemoryError()
     try:
         with nogil:
-            for i in prange(C, num_threads=nt, schedule="dynamic", chunksize=1):
-                sizes[i] = fse_compress(bufs + <size_t>i * cap, cap, base + <size_t>i * n, n)
+            fse_compress_batch(bufs, cap, sizes, base, <size_t>C, n, nt)
         out = []
         for i in range(C):
             if sizes[i] < 0:
@@ -236,21 +243,25 @@ def decompress_batch(blobs, n, threads=0):
     cdef uint8_t[:, ::1] ov = out
     cdef uint8_t *obase = &ov[0, 0] if nn else NULL
     cdef Py_buffer *views = <Py_buffer *>malloc(<size_t>C * sizeof(Py_buffer))
+    cdef const uint8_t **ptrs = <const uint8_t **>malloc(<size_t>C * sizeof(uint8_t *))
+    cdef size_t *lens = <size_t *>malloc(<size_t>C * sizeof(size_t))
     cdef int *errs = <int *>malloc(<size_t>C * sizeof(int))
     cdef Py_ssize_t got = 0
     cdef uint8_t dummy = 0
-    if views == NULL or errs == NULL:
+    if views == NULL or ptrs == NULL or lens == NULL or errs == NULL:
         free(views)
+        free(ptrs)
+        free(lens)
         free(errs)
         raise MemoryError()
     try:
         for i in range(C):
             PyObject_GetBuffer(objs[i], &views[i], PyBUF_SIMPLE)
             got += 1
+            ptrs[i] = <const uint8_t *>views[i].buf
+            lens[i] = <size_t>views[i].len
         with nogil:
-            for i in prange(C, num_threads=nt, schedule="dynamic", chunksize=1):
-                errs[i] = fse_decompress(obase + <size_t>i * nn if nn else &dummy, nn,
-                                         <const uint8_t *>views[i].buf, <size_t>views[i].len)
+            fse_decompress_batch(obase if nn else &dummy, errs, ptrs, lens, <size_t>C, nn, nt)
         for i in range(C):
             if errs[i]:
                 if errs[i] == FSE_ERR_N_MISMATCH:
@@ -261,4 +272,6 @@ def decompress_batch(blobs, n, threads=0):
         for i in range(got):
             PyBuffer_Release(&views[i])
         free(views)
+        free(ptrs)
+        free(lens)
         free(errs)

@@ -23,6 +23,10 @@
 
 #include <math.h>
 #include <string.h>
+#if !defined(_WIN32)
+#include <pthread.h>
+#include <unistd.h>
+#endif
 
 #if defined(__GNUC__)
 #define FSE_INLINE static inline __attribute__((always_inline))
@@ -1076,4 +1080,96 @@ int fse_decompress(uint8_t *dst, size_t n, const uint8_t *src, size_t size)
     build_dtable(T, &h.t);
     /* the payload is read backwards from the end; positions count from src[0] */
     return decode_payload(dst, n, T, h.t.R, src, size, h.hdr_bits, fse_states_for_n(n));
+}
+
+/* ------------------------------------------------------------------------ */
+/* batches: channels spread over threads created for the call (blocking      */
+/* waits, an atomic work counter; nothing survives the call, so no pool to   */
+/* break across fork()).                                                      */
+/* ------------------------------------------------------------------------ */
+typedef struct {
+    int op;                        /* 0 compress, 1 decompress */
+    size_t count;
+    size_t n;
+    /* compress */
+    const uint8_t *src;            /* count x n */
+    uint8_t *dst;                  /* count x cap */
+    size_t cap;
+    ptrdiff_t *sizes;
+    /* decompress */
+    const uint8_t *const *blobs;
+    const size_t *lens;
+    uint8_t *out;                  /* count x n */
+    int *errs;
+    size_t next;                   /* next channel to take (atomic) */
+} batch_job;
+
+static void run_items(batch_job *j)
+{
+    for (;;) {
+        size_t i = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
+        if (i >= j->count) break;
+        if (j->op == 0)
+            j->sizes[i] = fse_compress(j->dst + i * j->cap, j->cap, j->src + i * j->n, j->n);
+        else
+            j->errs[i] = fse_decompress(j->out + i * j->n, j->n, j->blobs[i], j->lens[i]);
+    }
+}
+
+#if !defined(_WIN32)
+static void *batch_worker(void *arg) { run_items((batch_job *)arg); return NULL; }
+#endif
+
+#define BATCH_MIN_WORK 65536u   /* symbols per extra thread worth its creation */
+#define BATCH_MAX_THREADS 256
+
+int fse_cpu_count(void)
+{
+#if !defined(_WIN32) && defined(_SC_NPROCESSORS_ONLN)
+    long c = sysconf(_SC_NPROCESSORS_ONLN);
+    return c > 0 ? (int)c : 1;
+#else
+    return 1;
+#endif
+}
+
+static void run_batch(batch_job *j, int threads)
+{
+    if (!lg2_ready) fse_init();
+    size_t want = (size_t)(threads > 0 ? threads : 1);
+    size_t by_work = (j->count * (j->n + 64)) / BATCH_MIN_WORK;
+    if (want > j->count) want = j->count;
+    if (want > by_work) want = by_work ? by_work : 1;
+    if (want > BATCH_MAX_THREADS) want = BATCH_MAX_THREADS;
+    j->next = 0;
+#if !defined(_WIN32)
+    pthread_t tid[BATCH_MAX_THREADS];
+    size_t started = 0;
+    for (size_t t = 1; t < want; t++) {
+        if (pthread_create(&tid[started], NULL, batch_worker, j) != 0) break;   /* fewer threads */
+        started++;
+    }
+    run_items(j);
+    for (size_t t = 0; t < started; t++) pthread_join(tid[t], NULL);
+#else
+    run_items(j);
+#endif
+}
+
+void fse_compress_batch(uint8_t *dst, size_t cap, ptrdiff_t *sizes, const uint8_t *src,
+                        size_t count, size_t n, int threads)
+{
+    batch_job j;
+    memset(&j, 0, sizeof j);
+    j.op = 0; j.count = count; j.n = n; j.src = src; j.dst = dst; j.cap = cap; j.sizes = sizes;
+    run_batch(&j, threads);
+}
+
+void fse_decompress_batch(uint8_t *out, int *errs, const uint8_t *const *blobs, const size_t *lens,
+                          size_t count, size_t n, int threads)
+{
+    batch_job j;
+    memset(&j, 0, sizeof j);
+    j.op = 1; j.count = count; j.n = n; j.blobs = blobs; j.lens = lens; j.out = out; j.errs = errs;
+    run_batch(&j, threads);
 }

@@ -71,6 +71,19 @@ int fse_decompress(uint8_t *dst, size_t n, const uint8_t *src, size_t size);
 /* Number of interleaved tANS states used for a channel of n symbols. */
 unsigned fse_states_for_n(uint64_t n);
 
+/* Batches (threads: how many threads at most; the call may use fewer for
+ * little work).  Compress: row i of src (count x n) goes to dst + i*cap
+ * (cap >= fse_compress_bound(n)), its size or error to sizes[i].
+ * Decompress: blobs[i] (lens[i] bytes) must hold n symbols; they go to
+ * out + i*n, the status to errs[i]. */
+void fse_compress_batch(uint8_t *dst, size_t cap, ptrdiff_t *sizes, const uint8_t *src,
+                        size_t count, size_t n, int threads);
+void fse_decompress_batch(uint8_t *out, int *errs, const uint8_t *const *blobs, const size_t *lens,
+                          size_t count, size_t n, int threads);
+
+/* Online processors (for threads = "all cores"). */
+int fse_cpu_count(void);
+
 /* Human-readable message for an error code. */
 const char *fse_error_string(int code);
 
