@@ -1,0 +1,109 @@
+"""Shared helpers for the fuzz harnesses, the corpus generator and tests/test_security.py.
+
+Sanitized extension
+    ``L3IC_FUZZ_EXT=<dir>`` (set by fuzz/run_campaign.sh) names a directory holding
+    ``PIL_l3ic/_fse*.so`` built by fuzz/build_sanitized.sh; ``use_fuzz_extension()`` loads it as
+    ``PIL_l3ic._fse`` before anything imports the in-place build.  Without the variable the
+    normal extension is used (CI smoke runs, tests).
+
+CRC fix-up
+    ``fix_crcs(data)`` recomputes every CRC a mutated container declares (chunk data, channel
+    streams, header) and stamps the installed model's fingerprint, so the fuzzer's mutations of
+    lengths, modes, streams and chunk data reach the checks behind the CRCs (entropy decoder,
+    alpha inflation, field validation) instead of all stopping at the first CRC.  It never
+    raises and never allocates more than the input.
+"""
+from __future__ import annotations
+
+import glob
+import importlib.util
+import os
+import struct
+import sys
+import zlib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:   # fuzz the checkout (the package need not be installed)
+    sys.path.insert(1, ROOT)
+
+MAGIC = b"\x89L3C\r\n\x1a\n"
+_FIXED = 34
+_MODEL_CHANNELS = {1: 16, 2: 32, 3: 64}
+
+
+def use_fuzz_extension() -> str | None:
+    """Load the sanitized ``_fse`` named by L3IC_FUZZ_EXT (see the module docstring)."""
+    ext_dir = os.environ.get("L3IC_FUZZ_EXT")
+    if not ext_dir:
+        return None
+    if "PIL_l3ic._fse" in sys.modules:
+        return sys.modules["PIL_l3ic._fse"].__file__
+    paths = glob.glob(os.path.join(ext_dir, "PIL_l3ic", "_fse*.so"))
+    if not paths:
+        raise RuntimeError(f"L3IC_FUZZ_EXT={ext_dir}: no PIL_l3ic/_fse*.so there "
+                           "(run fuzz/build_sanitized.sh)")
+    # registered under its package name without importing the package, so that a harness can
+    # still import PIL_l3ic itself inside atheris.instrument_imports()
+    spec = importlib.util.spec_from_file_location("PIL_l3ic._fse", paths[0])
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["PIL_l3ic._fse"] = mod
+    spec.loader.exec_module(mod)
+    if "PIL_l3ic" in sys.modules:
+        sys.modules["PIL_l3ic"]._fse = mod
+    return paths[0]
+
+
+def fse_module():
+    use_fuzz_extension()
+    from PIL_l3ic import _fse
+    return _fse
+
+
+_fingerprints: dict[int, bytes] = {}
+
+
+def installed_fingerprint(model_id: int) -> bytes | None:
+    if model_id not in _fingerprints:
+        try:
+            from PIL_l3ic import runtime
+            _fingerprints[model_id] = runtime.model_info(model_id).fingerprint
+        except (OSError, ValueError):
+            return None
+    return _fingerprints[model_id]
+
+
+def fix_crcs(data: bytes, refingerprint: bool = True) -> bytes:
+    """Recompute the CRCs (and fingerprint) of a container-shaped buffer; see module docstring."""
+    if len(data) < _FIXED or data[:8] != MAGIC:
+        return data
+    b = bytearray(data)
+    model_id, n_chunks = b[10], b[11]
+    (n_channels,) = struct.unpack_from("<H", b, 24)
+    if refingerprint and model_id in _MODEL_CHANNELS:
+        fp = installed_fingerprint(model_id)
+        if fp is not None:
+            b[26:34] = fp
+    if not 1 <= n_channels <= 256 or n_chunks > 16:
+        return bytes(b)
+    table = _FIXED
+    directory = table + 9 * n_channels
+    crc_at = directory + 12 * n_chunks
+    if crc_at + 4 > len(b):
+        return bytes(b)
+    offset = crc_at + 4
+    entries = []   # (position of the crc field, data offset, length)
+    for i in range(n_chunks):
+        pos = directory + 12 * i
+        (length,) = struct.unpack_from("<I", b, pos + 4)
+        entries.append((pos + 8, offset, length))
+        offset += length
+    for i in range(n_channels):
+        pos = table + 9 * i
+        (length,) = struct.unpack_from("<I", b, pos + 1)
+        entries.append((pos + 5, offset, length))
+        offset += length
+    for crc_pos, off, length in entries:
+        if off + length <= len(b):
+            struct.pack_into("<I", b, crc_pos, zlib.crc32(b[off:off + length]))
+    struct.pack_into("<I", b, crc_at, zlib.crc32(b[:crc_at]))
+    return bytes(b)

@@ -1,0 +1,188 @@
+"""The checks the fuzz harnesses run on each input, importable without atheris (the regression
+replay in tests/test_security.py uses them directly).
+
+decode_all(buf, verify=True, parser=False) -> outcome tag
+    Image.open(..., formats=["L3IC"]) + load() (+ LOAD_TRUNCATED_IMAGES retry on failure,
+    + verify() on a fresh open, + ImageFile.Parser); raises Finding or an unexpected exception
+    on a bug, returns "rejected-open" / "rejected-load" / "decoded" / "salvaged".
+check_stream(data) -> "accepted" | "accepted-long" | "rejected"
+    every entry point of PIL_l3ic._fse on one stream (see fuzz/fuzz_fse.py).
+Allowed exceptions on bad input: OSError (ContainerError, ModelError, UnidentifiedImageError,
+Pillow's own truncation errors) and Image.DecompressionBombError; FSEError for _fse.
+"""
+from __future__ import annotations
+
+import io
+import os
+import sys
+import warnings
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common  # noqa: E402
+
+_common.use_fuzz_extension()
+from PIL import Image, ImageFile  # noqa: E402
+
+import PIL_l3ic  # noqa: E402,F401  (registers the plugin)
+from PIL_l3ic import container, runtime  # noqa: E402
+
+ALLOWED = (OSError, Image.DecompressionBombError)
+MODES = frozenset(container.MODES)
+MAX_STREAM_N = 1 << 22   # check_stream decodes streams up to this many symbols
+
+
+class Finding(AssertionError):
+    """An invariant of the decode path does not hold for this input."""
+
+
+# ----------------------------------------------------------------------------- whole files
+
+def _check_image(im: Image.Image, size: tuple[int, int], mode: str) -> None:
+    if im.size != size or im.mode != mode or mode not in MODES:
+        raise Finding(f"decoded {im.mode} {im.size}, header says {mode} {size}")
+    if len(im.tobytes()) != size[0] * size[1] * len(mode):
+        raise Finding("decoded pixel buffer has the wrong length")
+
+
+def _open(buf: bytes) -> Image.Image:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(io.BytesIO(buf), formats=["L3IC"])
+
+
+def decode_all(buf: bytes, verify: bool = True, parser: bool = False) -> str:
+    """Run the decode entry points on ``buf`` (see the module docstring)."""
+    try:
+        im = _open(buf)
+    except ALLOWED:
+        return "rejected-open"
+    size, mode = im.size, im.mode
+    for key in ("icc_profile", "exif", "xmp"):   # metadata chunks: read and CRC-checked
+        if key in im.info and not isinstance(im.info[key], bytes):
+            raise Finding(f"info[{key!r}] is {type(im.info[key]).__name__}")
+    outcome = "rejected-load"
+    try:
+        with im:
+            im.load()
+            _check_image(im, size, mode)
+        outcome = "decoded"
+    except ALLOWED:
+        saved = ImageFile.LOAD_TRUNCATED_IMAGES
+        ImageFile.LOAD_TRUNCATED_IMAGES = True
+        try:
+            with _open(buf) as im:
+                im.load()
+                _check_image(im, size, mode)
+            outcome = "salvaged"
+        except ALLOWED:
+            pass
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = saved
+    if verify:
+        try:
+            with _open(buf) as im:
+                im.verify()
+        except ALLOWED:
+            pass
+    if parser:
+        p = ImageFile.Parser()
+        try:
+            for i in range(0, len(buf), 997):
+                p.feed(buf[i:i + 997])
+            with p.close() as im:
+                _check_image(im, size, mode)
+        except ALLOWED:
+            pass
+    return outcome
+
+
+class _StandIn:
+    """Same interface as runtime.Network; runs the real network only while ``real`` is set."""
+    real = True
+
+    def __init__(self, net):
+        self.net, self.info, self.path, self.kind = net, net.info, net.path, net.kind
+
+    def run(self, shape, fill, take):
+        if _StandIn.real:
+            return self.net.run(shape, fill, take)
+        buf = np.empty(shape, np.float32)
+        fill(buf)
+        _, h, w, _ = shape
+        if self.kind == "decoder":
+            out = np.full((1, 8 * h, 8 * w, 3), 128.0, np.float32)
+            out[0, ::8, ::8, :] = buf[0, :, :, :3] * 8.0     # some input-dependent content
+        else:
+            out = np.zeros((1, h // 8, w // 8, self.info.channels), np.float32)
+        return take(out)
+
+
+def install_network_standin() -> type[_StandIn]:
+    """Route runtime.network through _StandIn; set ``_StandIn.real`` per input."""
+    if getattr(runtime.network, "_standin", False):
+        return _StandIn
+    real_network = runtime.network
+    cache: dict[int, _StandIn] = {}
+
+    def network(quality, kind):
+        net = real_network(quality, kind)
+        if id(net) not in cache:
+            cache[id(net)] = _StandIn(net)
+        return cache[id(net)]
+
+    network._standin = True
+    runtime.network = network
+    return _StandIn
+
+
+# ----------------------------------------------------------------------------- one stream
+
+def check_stream(data: bytes) -> str:
+    """Every entry point of the entropy decoder on one stream (see fuzz/fuzz_fse.py)."""
+    fse = _common.fse_module()
+    FSEError = fse.FSEError
+    try:
+        info = fse.stream_info(data)
+    except FSEError:
+        info = None
+    if info is None:
+        for n in (0, 1, 64):
+            try:
+                fse.decompress(data, n)
+            except FSEError:
+                continue
+            raise Finding(f"decompress(n={n}) accepted a stream that stream_info rejected")
+        return "rejected"
+    n = info["n"]
+    if info["size"] != len(data) or info["mode"] not in ("tans", "run", "raw"):
+        raise Finding(f"stream_info inconsistent: {info}")
+    for wrong in (n - 1, n + 1):
+        if 0 <= wrong <= fse.MAX_N:
+            try:
+                fse.decompress(data, wrong)
+            except FSEError:
+                continue
+            raise Finding(f"decompress accepted n={wrong} for a stream of {n} symbols")
+    if n > MAX_STREAM_N:
+        return "accepted-long"
+    try:
+        out = fse.decompress(data, n)
+    except FSEError:
+        try:
+            fse.decompress_batch([data], n, threads=1)
+        except FSEError:
+            return "rejected"
+        raise Finding("decompress_batch accepted a stream that decompress rejected")
+    if len(out) != n:
+        raise Finding(f"decoded {len(out)} symbols, stream declares {n}")
+    if fse.decompress(data) != out:
+        raise Finding("decompress(blob) differs from decompress(blob, n)")
+    batch = fse.decompress_batch([data, bytearray(data)], n, threads=2)
+    if batch.shape != (2, n) or batch[0].tobytes() != out or batch[1].tobytes() != out:
+        raise Finding("decompress_batch differs from decompress")
+    again = fse.compress(out)
+    if fse.decompress(again, n) != out:
+        raise Finding("re-encoded stream does not round-trip")
+    return "accepted"

@@ -1,0 +1,103 @@
+/*
+ * libFuzzer harness for the entropy decoder alone (_fse/fse.c), built by fuzz/build_sanitized.sh
+ * with -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all.
+ *
+ * The input is one stream as it would appear in a channel of a .l3c file.  Checked properties:
+ *   - fse_stream_info and fse_decompress never read outside the input (libFuzzer hands us an
+ *     exact-size heap copy, so ASan catches any over-read) nor write outside dst (allocated with
+ *     exactly n bytes);
+ *   - they agree: decompress succeeds only if stream_info does, and with the n it reports;
+ *     a wrong n (n - 1, n + 1) is refused with FSE_ERR_N_MISMATCH before anything is decoded;
+ *   - no input makes the decoder accept a stream of more than MAX_FUZZ_N symbols... (it may:
+ *     run mode legitimately codes 2^31 - 1 symbols in 5 bytes; we only skip allocating those);
+ *   - every accepted stream round-trips: compress(decoded) decodes back to the same symbols
+ *     (the encoder runs only on streams the decoder accepted, so the campaign stays a decoder
+ *     campaign);
+ *   - the decoder is deterministic (decoding twice gives the same bytes).
+ * Any violation calls abort(), which libFuzzer reports as a crash.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fse.h"
+
+#define MAX_FUZZ_N (1u << 22)   /* symbols we are willing to allocate per input */
+
+static void fail(const char *what, int code)
+{
+    fprintf(stderr, "fuzz_fse: %s (code %d: %s)\n", what, code, fse_error_string(code));
+    abort();
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    (void)argc; (void)argv;
+    fse_init();
+    return 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    uint64_t n = 0;
+    int mode = -1, tablelog = -1, states = -1;
+    int info = fse_stream_info(data, size, &n, &mode, &tablelog, &states);
+
+    if (info != 0) {
+        if (info > 0) fail("stream_info returned a positive code", info);
+        /* a rejected header must be rejected by decompress too, whatever n the caller expects */
+        uint8_t small[64];
+        for (size_t want = 0; want < sizeof small; want += 21) {
+            int e = fse_decompress(small, want, data, size);
+            if (e == 0) fail("decompress accepted a stream that stream_info rejected", info);
+        }
+        return 0;
+    }
+    if (mode < FSE_MODE_TANS5 || mode > FSE_MODE_RAW) fail("stream_info: bad mode", mode);
+    if (n > FSE_MAX_N) fail("stream_info: n above FSE_MAX_N", (int)(n & 0x7fffffff));
+    if (mode == FSE_MODE_TANS5 || mode == FSE_MODE_TANS8) {
+        if (tablelog < FSE_MIN_TABLELOG || tablelog > FSE_MAX_TABLELOG)
+            fail("stream_info: table log out of range", tablelog);
+        if ((unsigned)states != fse_states_for_n(n)) fail("stream_info: state count", states);
+    }
+    if (mode == FSE_MODE_RAW && n + 1 > size) fail("raw stream claims more bytes than it has", 0);
+
+    /* wrong symbol counts: refused up front */
+    {
+        uint8_t small[4];
+        if (n > 0 && n - 1 <= sizeof small && fse_decompress(small, (size_t)(n - 1), data, size) == 0)
+            fail("decompress accepted n - 1", 0);
+        if (n + 1 <= sizeof small && fse_decompress(small, (size_t)(n + 1), data, size) == 0)
+            fail("decompress accepted n + 1", 0);
+    }
+    if (n > MAX_FUZZ_N) return 0;   /* a legitimate long run/tANS stream: too big to allocate here */
+
+    uint8_t *dst = malloc(n ? (size_t)n : 1);
+    if (!dst) return 0;
+    int e = fse_decompress(dst, (size_t)n, data, size);
+    if (e > 0) fail("decompress returned a positive code", e);
+    if (e == 0) {
+        uint8_t *again = malloc(n ? (size_t)n : 1);
+        if (fse_decompress(again, (size_t)n, data, size) != 0 || (n && memcmp(dst, again, n)))
+            fail("decoder is not deterministic", 0);
+        free(again);
+        if (mode == FSE_MODE_TANS5) {   /* small-alphabet mode: every symbol must be <= 31 */
+            for (uint64_t i = 0; i < n; i++)
+                if (dst[i] > 31) fail("tANS5 stream decoded a symbol above 31", dst[i]);
+        }
+        /* round trip through the encoder */
+        size_t cap = fse_compress_bound((size_t)n);
+        uint8_t *enc = malloc(cap);
+        ptrdiff_t r = fse_compress(enc, cap, dst, (size_t)n);
+        if (r <= 0) fail("compress failed on decoded symbols", (int)r);
+        uint8_t *back = malloc(n ? (size_t)n : 1);
+        int e2 = fse_decompress(back, (size_t)n, enc, (size_t)r);
+        if (e2 != 0) fail("re-encoded stream does not decode", e2);
+        if (n && memcmp(dst, back, n)) fail("re-encoded stream decodes differently", 0);
+        free(back);
+        free(enc);
+    }
+    free(dst);
+    return 0;
+}

@@ -1,0 +1,144 @@
+"""Generate the fuzzing seed corpora with the installed models and extension (never committed:
+the models are retrained and their fingerprints change, so seeds are made at run time).
+
+    python fuzz/make_corpus.py OUTDIR          -> OUTDIR/decode/*.l3c   whole files
+                                                  OUTDIR/fse/*.fse      single channel streams
+
+decode/: every mode (RGB, L, RGBA, LA) x every quality (16c, 32c, 64c) x every size class
+    (1x1; below one latent cell; exact multiples of 8; non-multiples; thin strips; the largest
+    the full-path harness decodes, 160x96), content varied (smooth + noise, flat, noise-only,
+    transparent/opaque/partial alpha), plus files with metadata chunks (ICC, EXIF, XMP), an
+    unknown ancillary chunk, and a file with trailing bytes.
+fse/: every distinct channel stream of those files, plus streams from ``_fse.compress`` on
+    synthetic channels covering every stream mode (run, raw, tANS with 5- and 8-bit symbols)
+    and every state count (1, 2, 4 states: n < 16384, < 32000, larger), edge lengths 0..3.
+Prints a summary; deterministic for given models and extension.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common  # noqa: E402
+
+SIZES = [(1, 1), (3, 5), (7, 7), (8, 8), (16, 16), (9, 8), (33, 17), (64, 48), (5, 120),
+         (120, 3), (160, 96)]
+QUALITIES = ("16c", "32c", "64c")
+MODES = ("RGB", "L", "RGBA", "LA")
+
+
+def _image(mode: str, w: int, h: int, seed: int, content: str = "smooth"):
+    from PIL import Image
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    if content == "smooth":
+        a = np.stack([128 + 100 * np.sin(x / 7 + c + y / 11) for c in range(3)], -1)
+        a = a + rng.normal(0, 8, a.shape)
+    elif content == "flat":
+        a = np.full((h, w, 3), 77.0)
+    else:   # noise
+        a = rng.integers(0, 256, (h, w, 3)).astype(np.float64)
+    rgb = np.clip(a, 0, 255).astype(np.uint8)
+    im = Image.fromarray(rgb, "RGB")
+    if mode in ("L", "LA"):
+        im = im.convert("L")
+    if mode in ("RGBA", "LA"):
+        alpha = {0: np.full((h, w), 255, np.uint8), 1: np.zeros((h, w), np.uint8),
+                 2: ((x * 37 + y * 11) % 256).astype(np.uint8)}[seed % 3]
+        im.putalpha(Image.fromarray(alpha, "L"))
+    return im
+
+
+def _save(im, **options) -> bytes:
+    b = io.BytesIO()
+    im.save(b, "L3IC", **options)
+    return b.getvalue()
+
+
+def make(outdir: str) -> dict[str, int]:
+    os.environ.setdefault("L3IC_NUM_THREADS", "1")
+    fse = _common.fse_module()
+    import PIL_l3ic  # noqa: F401
+    from PIL_l3ic import container
+
+    ddir, fdir = os.path.join(outdir, "decode"), os.path.join(outdir, "fse")
+    os.makedirs(ddir, exist_ok=True)
+    os.makedirs(fdir, exist_ok=True)
+    files: dict[str, bytes] = {}
+    seed = 0
+    for mode in MODES:
+        for q in QUALITIES:
+            for w, h in SIZES:
+                seed += 1
+                files[f"{mode}_{q}_{w}x{h}"] = _save(_image(mode, w, h, seed), quality=q)
+    for mode in MODES:
+        for content in ("flat", "noise"):
+            seed += 1
+            files[f"{mode}_32c_{content}_24x16"] = _save(_image(mode, 24, 16, seed, content),
+                                                          quality="32c")
+    base = _image("RGB", 20, 12, 99)
+    files["RGB_16c_meta"] = _save(base, quality="16c", icc_profile=b"ICC-profile" * 3,
+                                  exif=b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x00",
+                                  xmp="<x:xmpmeta xmlns:x='adobe:ns:meta/'/>")
+    files["LA_16c_meta"] = _save(_image("LA", 12, 20, 98), quality="16c", icc_profile=b"P")
+    files["RGB_16c_trailing"] = files["RGB_16c_16x16"] + b"trailing bytes"
+    # an unknown ancillary chunk, written with the container API
+    layout, streams, alpha = container.unpack(files["RGBA_16c_16x16"])
+    files["RGBA_16c_ancillary"] = container.pack(
+        layout.header, streams, [c.mode for c in layout.channels], alpha=alpha,
+        extra_chunks=[(b"zzzz", b"ancillary data")])
+    for name, data in files.items():
+        with open(os.path.join(ddir, name + ".l3c"), "wb") as f:
+            f.write(data)
+
+    streams: dict[bytes, str] = {}
+    for name, data in files.items():
+        _, chans, _ = container.unpack(data)
+        for s in chans:
+            streams.setdefault(s, f"ch_{hashlib.sha1(s).hexdigest()[:12]}")
+    rng = np.random.default_rng(7)
+
+    def lap(n, b, center=15, top=31):
+        return np.clip(np.rint(rng.laplace(0, b, n)) + center, 0, top).astype(np.uint8)
+
+    synthetic = {
+        "empty": np.zeros(0, np.uint8), "one": np.array([9], np.uint8),
+        "two": np.array([15, 16], np.uint8), "three": np.array([0, 31, 0], np.uint8),
+        "run_1000": np.full(1000, 15, np.uint8), "run_70000": np.full(70000, 3, np.uint8),
+        "two_sym_4096": np.where(rng.random(4096) < 0.9, 15, 16).astype(np.uint8),
+        "lap_64": lap(64, 0.8), "lap_300": lap(300, 1.5), "lap_4096": lap(4096, 0.7),
+        "lap_16383": lap(16383, 0.5), "lap_16384_S2": lap(16384, 0.5),
+        "lap_31999_S2": lap(31999, 0.3), "lap_32000_S4": lap(32000, 0.3),
+        "lap_40000_S4_wide": lap(40000, 3.0),
+        "tans8_3000": lap(3000, 30.0, center=128, top=255),
+        "tans8_sparse": np.where(rng.random(2000) < 0.5, 0, 255).astype(np.uint8),
+        "raw_uniform_512": rng.integers(0, 256, 512).astype(np.uint8),
+        "raw_uniform32_100": rng.integers(0, 32, 100).astype(np.uint8),
+        "extremes": np.tile(np.array([0, 31], np.uint8), 500),
+    }
+    for name, sym in synthetic.items():
+        s = fse.compress(sym)
+        if fse.decompress(s, len(sym)) != sym.tobytes():
+            raise RuntimeError(f"synthetic stream {name} does not round-trip")
+        streams.setdefault(s, f"syn_{name}")
+    for s, name in streams.items():
+        with open(os.path.join(fdir, name + ".fse"), "wb") as f:
+            f.write(s)
+    modes = {}
+    for s in streams:
+        m = fse.stream_info(s)
+        key = f"{m['mode']}/S{m['states']}" if m["mode"] == "tans" else m["mode"]
+        modes[key] = modes.get(key, 0) + 1
+    summary = {"decode_files": len(files), "fse_streams": len(streams), **modes}
+    return summary
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    print(make(sys.argv[1]))
