@@ -380,3 +380,28 @@ def test_property_garbage_never_crashes(blob):
         except FSEError:
             continue
         assert isinstance(out, bytes)
+
+
+def test_gil_released_during_coding():
+    """The main thread keeps running Python code while another thread is inside
+    one long compress / decompress call."""
+    import threading
+
+    data = laplace_channel(1 << 23, 0.7, seed=21)
+    blob = fse.compress(data)
+    for call in (lambda: fse.compress(data), lambda: fse.decompress(blob, len(data))):
+        started = threading.Event()
+
+        def work():
+            started.set()
+            call()
+
+        t = threading.Thread(target=work)
+        t.start()
+        started.wait()
+        ticks = 0
+        while t.is_alive():
+            ticks += 1
+        t.join()
+        # a call holding the GIL would block this loop until it returns
+        assert ticks > 1000
