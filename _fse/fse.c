@@ -62,6 +62,8 @@ static int lg2_ready = 0;
 #if (defined(__x86_64__) || defined(_M_X64)) && defined(__GNUC__) && !defined(FSE_NO_BMI2)
 #define FSE_HAVE_BMI2 1
 static int have_bmi2 = 0;
+static int have_avx2 = 0;
+#include <immintrin.h>
 #else
 #define FSE_HAVE_BMI2 0
 #endif
@@ -72,6 +74,7 @@ void fse_init(void)
 #if FSE_HAVE_BMI2
     __builtin_cpu_init();
     have_bmi2 = __builtin_cpu_supports("bmi2") && __builtin_cpu_supports("bmi");
+    have_avx2 = have_bmi2 && __builtin_cpu_supports("avx2");
 #endif
     lg2[0] = 0.0f;
     for (unsigned i = 1; i < FSE_MAX_L + 2; i++) lg2[i] = (float)log2((double)i);
@@ -721,10 +724,90 @@ static uint64_t histogram_hash_bmi2(uint32_t h[256], const uint8_t *src, size_t 
 }
 #endif
 
+#if FSE_HAVE_BMI2
+/* AVX2, for channels whose symbols span at most 32 values (the latents): one pass for min/max + hash, then byte counters per symbol
+ * (compare + subtract, 32 bytes at a time).  Returns 0 if the span is wider. */
+#define AVX2_CHUNK 255   /* vectors per chunk: byte counters cannot overflow */
+
+__attribute__((target("avx2,bmi,bmi2")))
+static void count8_avx2(uint32_t *h, const uint8_t *p, size_t nv, unsigned b0)
+{
+    const __m256i c0 = _mm256_set1_epi8((char)(b0 + 0)), c1 = _mm256_set1_epi8((char)(b0 + 1));
+    const __m256i c2 = _mm256_set1_epi8((char)(b0 + 2)), c3 = _mm256_set1_epi8((char)(b0 + 3));
+    const __m256i c4 = _mm256_set1_epi8((char)(b0 + 4)), c5 = _mm256_set1_epi8((char)(b0 + 5));
+    const __m256i c6 = _mm256_set1_epi8((char)(b0 + 6)), c7 = _mm256_set1_epi8((char)(b0 + 7));
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+    for (size_t v = 0; v < nv; v++) {
+        __m256i x = _mm256_loadu_si256((const __m256i *)(p + 32 * v));
+        a0 = _mm256_sub_epi8(a0, _mm256_cmpeq_epi8(x, c0));
+        a1 = _mm256_sub_epi8(a1, _mm256_cmpeq_epi8(x, c1));
+        a2 = _mm256_sub_epi8(a2, _mm256_cmpeq_epi8(x, c2));
+        a3 = _mm256_sub_epi8(a3, _mm256_cmpeq_epi8(x, c3));
+        a4 = _mm256_sub_epi8(a4, _mm256_cmpeq_epi8(x, c4));
+        a5 = _mm256_sub_epi8(a5, _mm256_cmpeq_epi8(x, c5));
+        a6 = _mm256_sub_epi8(a6, _mm256_cmpeq_epi8(x, c6));
+        a7 = _mm256_sub_epi8(a7, _mm256_cmpeq_epi8(x, c7));
+    }
+    const __m256i z = _mm256_setzero_si256();
+    __m256i acc[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
+    for (unsigned j = 0; j < 8; j++) {
+        __m256i s4 = _mm256_sad_epu8(acc[j], z);   /* 4 x u64 partial sums */
+        uint64_t t[4];
+        _mm256_storeu_si256((__m256i *)t, s4);
+        h[b0 + j] += (uint32_t)(t[0] + t[1] + t[2] + t[3]);
+    }
+}
+
+__attribute__((target("avx2,bmi,bmi2")))
+static int histogram_hash_avx2(uint32_t h[256], const uint8_t *src, size_t n, uint64_t *hv)
+{
+    hstate H;
+    hash_begin(&H);
+    uint64_t a = H.a, b = H.b, cc = H.c, d = H.d;
+    __m256i mn = _mm256_set1_epi8((char)0xFF), mx = _mm256_setzero_si256();
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m256i x = _mm256_loadu_si256((const __m256i *)(src + i));
+        mn = _mm256_min_epu8(mn, x);
+        mx = _mm256_max_epu8(mx, x);
+        a = hround(a, rd64(src + i)); b = hround(b, rd64(src + i + 8));
+        cc = hround(cc, rd64(src + i + 16)); d = hround(d, rd64(src + i + 24));
+    }
+    H.a = a; H.b = b; H.c = cc; H.d = d;
+    *hv = hash_finish(&H, src + i, n - i, n);
+    uint8_t tmn[32], tmx[32];
+    _mm256_storeu_si256((__m256i *)tmn, mn);
+    _mm256_storeu_si256((__m256i *)tmx, mx);
+    unsigned lo = 255, hi = 0;
+    for (unsigned j = 0; j < 32; j++) {
+        if (tmn[j] < lo) lo = tmn[j];
+        if (tmx[j] > hi) hi = tmx[j];
+    }
+    for (size_t t = i; t < n; t++) {
+        if (src[t] < lo) lo = src[t];
+        if (src[t] > hi) hi = src[t];
+    }
+    if (hi - lo > 31) return 0;
+    memset(h, 0, 256 * sizeof(uint32_t));
+    const unsigned b0 = lo > 224 ? 224 : lo;
+    const size_t nvec = i / 32;
+    for (size_t v = 0; v < nvec; v += AVX2_CHUNK) {   /* a chunk (8 KB) stays in L1 across passes */
+        size_t nv = nvec - v < AVX2_CHUNK ? nvec - v : AVX2_CHUNK;
+        for (unsigned g = b0; g <= hi; g += 8) count8_avx2(h, src + 32 * v, nv, g);
+    }
+    for (; i < n; i++) h[src[i]]++;
+    return 1;
+}
+#endif
+
 /* histogram of the symbols and the content hash, in one pass */
 static uint64_t histogram_hash(uint32_t h[256], const uint8_t *src, size_t n)
 {
 #if FSE_HAVE_BMI2
+    if (have_avx2 && n >= 1024) {
+        uint64_t hv;
+        if (histogram_hash_avx2(h, src, n, &hv)) return hv;
+    }
     if (have_bmi2) return histogram_hash_bmi2(h, src, n);
 #endif
     return histogram_hash_generic(h, src, n);
