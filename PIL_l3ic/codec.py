@@ -197,6 +197,19 @@ def _decompress(streams: Sequence[bytes | None], C: int, h: int, w: int,
     """Channel streams -> (C, h, w) indices; None (missing) channels are the zero value."""
     from . import _fse
     n = h * w
+    streams = list(streams)
+    for i, s in enumerate(streams):   # stream headers first: refuse before allocating C x n
+        if s is None:
+            continue
+        try:
+            sn = _fse.stream_info(s)["n"]
+            problem = None if sn == n else f"holds {sn} symbols, expected {n}"
+        except ValueError as e:
+            problem = str(e)
+        if problem is not None:
+            if not allow_truncated:
+                raise ContainerError(f"corrupt l3ic channel stream {i}: {problem}")
+            streams[i] = None
     lat = np.full((C, n), ZERO_INDEX, np.uint8)
     present = [i for i, s in enumerate(streams) if s is not None]
     if present:
