@@ -24,10 +24,13 @@ Invalid values raise ValueError.  Image modes are stored as:
     I;16, I;16L/B/N    L, the high byte (value >> 8), i.e. 0..65535 scaled to 0..255
     I, F               L, Pillow's convert("L") (values clipped to 0..255)
 anything else: ValueError.  The file is encoded completely in memory before the first byte is
-written, so a failing save never leaves a partial file.
+written, so a failing encode never leaves a partial file; a failing write (full disk) cuts the
+file back to where the save started.
 """
 from __future__ import annotations
 
+import errno
+import io
 from io import BytesIO
 from typing import IO
 
@@ -145,7 +148,53 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     frame.load()
     data = codec.encode_image(np.asarray(frame), frame.mode, quality, icc=icc, exif=exif,
                               xmp=xmp)
-    fp.write(data)
+    _write_all_or_nothing(fp, data)
+
+
+def _write_all_or_nothing(fp: IO[bytes], data: bytes) -> None:
+    """Write ``data``; if the write fails (e.g. a full disk), cut the file back to where it
+    started so that no partial .l3c is left behind, then re-raise.  A buffered file (what
+    Pillow opens for a path) is written through its raw file: data left in the buffer after a
+    failed write would otherwise be written again, partially, when the file is closed."""
+    raw = getattr(fp, "raw", None)
+    if isinstance(fp, (io.BufferedWriter, io.BufferedRandom)) and raw is not None \
+            and raw.seekable():
+        fp.flush()                    # whatever the caller wrote before us goes out first
+        start = fp.tell()
+        raw.seek(start)
+        view, done = memoryview(data), 0
+        try:
+            while done < len(view):
+                n = raw.write(view[done:])
+                if n is None:             # non-blocking file that cannot take more now
+                    raise BlockingIOError(errno.EAGAIN, "write would block")
+                done += n
+        except BaseException:
+            try:
+                raw.truncate(start)
+            except OSError:
+                pass
+            fp.seek(start)            # buffer empty, positions consistent again
+            raise
+        fp.seek(start + done)
+        return
+    try:
+        start = fp.tell()
+    except (AttributeError, OSError, ValueError):
+        start = None
+    try:
+        fp.write(data)
+        flush = getattr(fp, "flush", None)
+        if flush is not None:
+            flush()
+    except BaseException:
+        if start is not None:
+            try:
+                fp.seek(start)
+                fp.truncate()
+            except (AttributeError, OSError, ValueError):
+                pass
+        raise
 
 
 Image.register_open(FORMAT, L3icImageFile, _accept)
