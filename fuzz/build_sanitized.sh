@@ -44,7 +44,7 @@ echo "$KIND" > "$OUT/ext/KIND"
 if [ "$KIND" = clang ]; then
     "$CC" -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
         -fno-sanitize-recover=all -I"$ROOT/_fse" \
-        "$ROOT/fuzz/fuzz_fse.c" "$ROOT/_fse/fse.c" -lm -o "$OUT/fuzz_fse"
+        "$ROOT/fuzz/fuzz_fse.c" "$ROOT/_fse/fse.c" -lm -lpthread -o "$OUT/fuzz_fse"
     echo "built $OUT/fuzz_fse" >&2
 fi
 echo "built $(ls "$OUT"/ext/PIL_l3ic/_fse*.so)" >&2

@@ -52,7 +52,8 @@ def _open(buf: bytes) -> Image.Image:
         return Image.open(io.BytesIO(buf), formats=["L3IC"])
 
 
-def decode_all(buf: bytes, verify: bool = True, parser: bool = False) -> str:
+def decode_all(buf: bytes, verify: bool = True, parser: bool = False,
+               salvage: bool = True) -> str:
     """Run the decode entry points on ``buf`` (see the module docstring)."""
     try:
         im = _open(buf)
@@ -69,17 +70,8 @@ def decode_all(buf: bytes, verify: bool = True, parser: bool = False) -> str:
             _check_image(im, size, mode)
         outcome = "decoded"
     except ALLOWED:
-        saved = ImageFile.LOAD_TRUNCATED_IMAGES
-        ImageFile.LOAD_TRUNCATED_IMAGES = True
-        try:
-            with _open(buf) as im:
-                im.load()
-                _check_image(im, size, mode)
-            outcome = "salvaged"
-        except ALLOWED:
-            pass
-        finally:
-            ImageFile.LOAD_TRUNCATED_IMAGES = saved
+        if salvage:
+            outcome = _salvage(buf, size, mode)
     if verify:
         try:
             with _open(buf) as im:
@@ -96,6 +88,20 @@ def decode_all(buf: bytes, verify: bool = True, parser: bool = False) -> str:
         except ALLOWED:
             pass
     return outcome
+
+
+def _salvage(buf: bytes, size, mode) -> str:
+    saved = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = True
+    try:
+        with _open(buf) as im:
+            im.load()
+            _check_image(im, size, mode)
+        return "salvaged"
+    except ALLOWED:
+        return "rejected-load"
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = saved
 
 
 class _StandIn:

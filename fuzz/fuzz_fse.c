@@ -13,7 +13,8 @@
  *   - every accepted stream round-trips: compress(decoded) decodes back to the same symbols
  *     (the encoder runs only on streams the decoder accepted, so the campaign stays a decoder
  *     campaign);
- *   - the decoder is deterministic (decoding twice gives the same bytes).
+ *   - the decoder is deterministic (decoding twice gives the same bytes), and the batch call
+ *     (fse_decompress_batch, two copies, up to two threads) agrees with the single call.
  * Any violation calls abort(), which libFuzzer reports as a crash.
  */
 #include <stdint.h>
@@ -77,6 +78,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!dst) return 0;
     int e = fse_decompress(dst, (size_t)n, data, size);
     if (e > 0) fail("decompress returned a positive code", e);
+    {   /* the batch call (two copies of the stream) agrees with the single call */
+        uint8_t *two = malloc(n ? 2 * (size_t)n : 1);
+        const uint8_t *blobs[2] = {data, data};
+        size_t lens[2] = {size, size};
+        int errs[2] = {1, 1};
+        fse_decompress_batch(two, errs, blobs, lens, 2, (size_t)n, 2);
+        if (errs[0] != e || errs[1] != e) fail("batch status differs from the single call", errs[0]);
+        if (e == 0 && n && (memcmp(dst, two, n) || memcmp(dst, two + n, n)))
+            fail("batch output differs from the single call", 0);
+        free(two);
+    }
     if (e == 0) {
         uint8_t *again = malloc(n ? (size_t)n : 1);
         if (fse_decompress(again, (size_t)n, data, size) != 0 || (n && memcmp(dst, again, n)))
