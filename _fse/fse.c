@@ -40,7 +40,7 @@
 
 #define FSE_MAX_L (1u << FSE_MAX_TABLELOG)
 #define RICE_ESC 6u          /* unary prefix length that switches to a plain R-bit count */
-#define TRIAL_MAX_N 16384u   /* up to this n the encoder tries several table logs */
+#define TRIAL_MAX_N 1024u    /* up to this n the encoder tries several table logs */
 #define TRIAL_COUNT 3
 
 /* ------------------------------------------------------------------------ */
