@@ -8,8 +8,8 @@
  *     exactly n bytes);
  *   - they agree: decompress succeeds only if stream_info does, and with the n it reports;
  *     a wrong n (n - 1, n + 1) is refused with FSE_ERR_N_MISMATCH before anything is decoded;
- *   - no input makes the decoder accept a stream of more than MAX_FUZZ_N symbols... (it may:
- *     run mode legitimately codes 2^31 - 1 symbols in 5 bytes; we only skip allocating those);
+ *   - streams declaring more than MAX_FUZZ_N symbols are only checked up to the allocation
+ *     (run mode legitimately codes 2^31 - 1 symbols in 5 bytes);
  *   - every accepted stream round-trips: compress(decoded) decodes back to the same symbols
  *     (the encoder runs only on streams the decoder accepted, so the campaign stays a decoder
  *     campaign);
@@ -67,12 +67,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* wrong symbol counts: refused up front */
     {
         uint8_t small[4];
-        if (n > 0 && n - 1 <= sizeof small && fse_decompress(small, (size_t)(n - 1), data, size) == 0)
+        if (n > 0 && n - 1 <= sizeof small
+            && fse_decompress(small, (size_t)(n - 1), data, size) == 0)
             fail("decompress accepted n - 1", 0);
         if (n + 1 <= sizeof small && fse_decompress(small, (size_t)(n + 1), data, size) == 0)
             fail("decompress accepted n + 1", 0);
     }
-    if (n > MAX_FUZZ_N) return 0;   /* a legitimate long run/tANS stream: too big to allocate here */
+    if (n > MAX_FUZZ_N) return 0;   /* a legitimate long stream: too big to allocate here */
 
     uint8_t *dst = malloc(n ? (size_t)n : 1);
     if (!dst) return 0;
@@ -84,7 +85,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t lens[2] = {size, size};
         int errs[2] = {1, 1};
         fse_decompress_batch(two, errs, blobs, lens, 2, (size_t)n, 2);
-        if (errs[0] != e || errs[1] != e) fail("batch status differs from the single call", errs[0]);
+        if (errs[0] != e || errs[1] != e)
+            fail("batch status differs from the single call", errs[0]);
         if (e == 0 && n && (memcmp(dst, two, n) || memcmp(dst, two + n, n)))
             fail("batch output differs from the single call", 0);
         free(two);

@@ -41,9 +41,10 @@ def main(argv=None) -> int:
     cov = None
     if args.coverage:
         import coverage
+        encode_only = ["cli.py", "bench.py", "batch.py", "batch_dask.py", "metrics.py",
+                       "__main__.py"]
         cov = coverage.Coverage(branch=True, source=["PIL_l3ic"],
-                                omit=["*/cli.py", "*/bench.py", "*/batch.py", "*/batch_dask.py", "*/metrics.py",
-                                      "*/__main__.py"])
+                                omit=[f"*/{name}" for name in encode_only])
         cov.start()
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import _common
