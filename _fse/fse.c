@@ -15,9 +15,11 @@
  *           states (state S-1 .. 1 in R bits, state 0 in R+1 bits whose top
  *           bit, always 1, is the end marker), then zero padding to a byte.
  *
- * The decoder reads the table description forwards and the payload backwards
- * from the end marker; it must consume the payload exactly (ending on the
- * first payload bit) and every state must end at its initial value 0.
+ * The S states start at 2^R + (R bits of a 64-bit hash of the symbols), so no
+ * checksum bytes are stored: the decoder reads the table description
+ * forwards and the payload backwards from the end marker, must consume the
+ * payload exactly (ending on its first bit), and every state must end at the
+ * value the hash of the decoded symbols gives.
  */
 #include "fse.h"
 
