@@ -135,10 +135,23 @@ def _one(kind, src, dst, opts) -> dict:
     if row is not None:
         return dict(row, status="skipped")
     try:
-        row = (_encode if kind == "encode" else _decode)(src, dst, opts)
+        row = retrying(_encode if kind == "encode" else _decode, src, dst, opts)
         return dict(row, status="converted")
     except Exception as e:  # reported per file; the batch goes on
         return {"src": src, "status": "failed", "reason": f"{type(e).__name__}: {e}"}
+
+
+def retrying(fn, *args, attempts: int = 5):
+    """``fn(*args)``, retried when LiteRT refused to run because something still held a view
+    of its tensors: Dask's worker profiler holds the frames it samples (every 10 ms) for a
+    moment, and a sampled frame of the codec keeps its tensor view alive until released."""
+    for i in range(attempts):
+        try:
+            return fn(*args)
+        except RuntimeError as e:
+            if i == attempts - 1 or "reference to internal data" not in str(e):
+                raise
+            time.sleep(0.005 * (i + 1))
 
 
 def _row(src, dst, pixels, bpp_bytes):

@@ -110,6 +110,10 @@ def _progress(futures) -> None:
 def load(path: str) -> np.ndarray:
     """One .l3c file decoded to a uint8 array: (H, W, 3) RGB, (H, W) L, (H, W, 4) RGBA,
     (H, W, 2) LA."""
+    return batch.retrying(_load, path)
+
+
+def _load(path: str) -> np.ndarray:
     Image = batch._pillow()
     with Image.open(path) as im:
         if im.format != "L3IC":

@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -298,3 +299,26 @@ def test_plain_use_does_not_import_dask(tree, tmp_path):
             f"assert not {{'dask', 'distributed'}} & set(sys.modules), 'dask imported'")
     subprocess.run([sys.executable, "-c", code], check=True,
                    env=dict(os.environ, PYTHONPATH=str(REPO)))
+
+
+def test_survives_a_profiler_holding_frames(tree, tmp_path):
+    """Dask's worker profiler holds sampled frames for a moment; a frame of the codec then
+    keeps a view of a LiteRT tensor alive and the next invoke raises.  batch retries that."""
+    main, stop = threading.get_ident(), threading.Event()
+
+    def sampler():      # far more aggressive than Dask's (every 10 ms)
+        while not stop.is_set():
+            f = sys._current_frames().get(main)
+            time.sleep(0.0005)
+            del f
+            time.sleep(0.0005)
+    t = threading.Thread(target=sampler, daemon=True)
+    t.start()
+    try:
+        pairs = [(str(tree / "top.png"), str(tmp_path / f"{i}.l3c")) for i in range(150)]
+        rows = batch.run_chunk("encode", pairs, {"quality": "32c", "fsync": False})
+    finally:
+        stop.set()
+        t.join()
+    assert [r["status"] for r in rows] == ["converted"] * len(pairs), \
+        [r["reason"] for r in rows if r["status"] == "failed"][:3]
