@@ -37,7 +37,7 @@ import socket
 import sys
 import time
 import uuid
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 
 L3C = ".l3c"
@@ -252,25 +252,37 @@ def local_runner(workers: int | None = None, threads: int | None = None, warm=()
     n = workers or cpu_count()
     threads = threads or max(1, cpu_count() // n)
 
-    def run(fn, tasks):
-        tasks = iter(tasks)
-        ex = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=init_worker, initargs=(threads, tuple(warm)))
+    def run(fn, tasks, in_flight: int | None = None):
+        tasks, pending, ex, window = iter(tasks), {}, None, in_flight or 4 * n
         try:
-            pending = {}
             while True:
+                ex = ex or ProcessPoolExecutor(n, mp_context=multiprocessing.get_context(
+                    "spawn"), initializer=init_worker, initargs=(threads, tuple(warm)))
+                broken = False
                 for t in tasks:          # keep a bounded window in flight
-                    pending[ex.submit(fn, *t)] = t
-                    if len(pending) >= 4 * n:
+                    try:
+                        pending[ex.submit(fn, *t)] = t
+                    except BrokenExecutor as e:
+                        broken = True
+                        yield t, e
                         break
-                if not pending:
+                    if len(pending) >= window:
+                        break
+                if not pending and not broken:
                     return
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                broken = broken or any(isinstance(f.exception(), BrokenExecutor) for f in done)
+                if broken:               # a process died (crash, OOM kill): all in flight fail
+                    done, _ = wait(pending)
                 for f in done:
                     t, e = pending.pop(f), f.exception()
                     yield t, (e if e is not None else f.result())
+                if broken:               # ... and a new pool takes the rest
+                    ex.shutdown(wait=False, cancel_futures=True)
+                    ex = None
         finally:
-            ex.shutdown(wait=True, cancel_futures=True)
+            if ex is not None:
+                ex.shutdown(wait=True, cancel_futures=True)
     run.description = f"local process pool ({n} workers x {threads} threads)"
     return run
 
@@ -410,7 +422,7 @@ def _run(kind, sources, dest, suffix, settings, opts, warm, client, scheduler, w
     tasks = [(kind, pairs[i:i + size], opts) for i in range(0, len(pairs), size)]
     bar = _bar(len(pairs)) if progress and pairs and not hasattr(runner, "dask") else None
     try:
-        for task, res in runner(run_chunk, tasks):
+        for task, res in _with_retries(runner, tasks):
             rows = res if not isinstance(res, BaseException) else [
                 {"src": s, "status": "failed", "reason": f"{type(res).__name__}: {res}"}
                 for s, _ in task[1]]
@@ -431,6 +443,23 @@ def _run(kind, sources, dest, suffix, settings, opts, warm, client, scheduler, w
         with open(report, "w") as f:
             f.write(rep.to_json() + "\n")
     return rep
+
+
+def _with_retries(runner, tasks, retries: int = 2):
+    """``runner(run_chunk, tasks)``; a task that raised (its worker process died, e.g. on a
+    file that crashes the codec, or was killed) is run again, one task per file, up to
+    ``retries`` times, the last time one task at a time, so only the file at fault fails
+    (files already written are skipped)."""
+    for attempt in range(retries + 1):
+        again, kw = [], ({"in_flight": 1} if attempt == retries and attempt else {})
+        for task, res in runner(run_chunk, tasks, **kw):
+            if isinstance(res, BaseException) and attempt < retries:
+                again += [(task[0], [pair], task[2]) for pair in task[1]]
+            else:
+                yield task, res
+        if not again:
+            return
+        tasks = again
 
 
 def _bar(total: int):

@@ -72,7 +72,7 @@ def runner(client: Client, warm=(), progress: bool = True, threads: int | None =
                                             threads), name="l3ic")
     slots = max(1, sum(w["nthreads"] for w in info.values()))
 
-    def run(fn, tasks):
+    def run(fn, tasks, **_):
         futures = [client.submit(fn, *t, pure=False, retries=1) for t in tasks]
         task_of = {f.key: t for f, t in zip(futures, tasks)}
         if progress and futures:

@@ -322,3 +322,31 @@ def test_survives_a_profiler_holding_frames(tree, tmp_path):
         t.join()
     assert [r["status"] for r in rows] == ["converted"] * len(pairs), \
         [r["reason"] for r in rows if r["status"] == "failed"][:3]
+
+
+def test_a_file_that_kills_its_worker_fails_alone(tree, tmp_path):
+    """A file that makes the worker process die (here: os._exit, as a crash or an OOM kill
+    would) breaks the pool; the pool is replaced, the chunk is retried one file per task, and
+    only that file is reported, with the reason."""
+    src = tmp_path / "src"
+    shutil.copytree(tree, src)
+    shutil.copy(src / "top.png", src / "a" / "crash.png")
+    out, report, script = tmp_path / "out", tmp_path / "report.json", tmp_path / "crash_run.py"
+    script.write_text(
+        "import os\nfrom PIL_l3ic import batch\n_encode = batch._encode\n"
+        "def crashing(src, dst, opts):\n"
+        "    if 'crash' in src:\n        os._exit(3)\n    return _encode(src, dst, opts)\n"
+        "batch._encode = crashing\n"
+        "if __name__ == '__main__':\n"
+        f"    batch.convert([{str(src)!r}], {str(out)!r}, workers=2, chunksize=4, "
+        f"progress=False, report={str(report)!r})\n")
+    subprocess.run([sys.executable, str(script)], check=True, timeout=300,
+                   env=dict(os.environ, PYTHONPATH=str(REPO)))
+    d = json.loads(report.read_text())
+    # files of the crashed chunk written before the crash are skipped by the retry
+    assert (d["converted"] + d["skipped"], d["failed"]) == (len(GOOD), len(BROKEN) + 1), d
+    reasons = {Path(f["file"]).name: f["reason"] for f in d["failures"]}
+    assert reasons["crash.png"].startswith("BrokenProcessPool")
+    assert "cannot identify" in reasons["garbage.png"] and "truncated" in reasons["cut.png"]
+    assert "BrokenProcessPool" not in reasons["empty.jpg"]
+    assert sorted(outputs(out)) == expected()
