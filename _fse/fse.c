@@ -24,6 +24,7 @@
 #include "fse.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #if !defined(_WIN32)
 #include <pthread.h>
@@ -1169,8 +1170,8 @@ int fse_decompress(uint8_t *dst, size_t n, const uint8_t *src, size_t size)
 
 /* ------------------------------------------------------------------------ */
 /* batches: channels spread over threads created for the call (blocking      */
-/* waits, an atomic work counter; nothing survives the call, so no pool to   */
-/* break across fork()).                                                      */
+/* waits, an atomic work counter; no pool, so nothing to break across fork; */
+/* an idle late worker finds no work and exits on its own).                  */
 /* ------------------------------------------------------------------------ */
 typedef struct {
     int op;                        /* 0 compress, 1 decompress */
@@ -1187,6 +1188,12 @@ typedef struct {
     uint8_t *out;                  /* count x n */
     int *errs;
     size_t next;                   /* next channel to take (atomic) */
+    size_t done;                   /* channels finished (atomic) */
+    int refs;                      /* threads still holding the job (atomic) */
+#if !defined(_WIN32)
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+#endif
 } batch_job;
 
 static void run_items(batch_job *j)
@@ -1198,11 +1205,37 @@ static void run_items(batch_job *j)
             j->sizes[i] = fse_compress(j->dst + i * j->cap, j->cap, j->src + i * j->n, j->n);
         else
             j->errs[i] = fse_decompress(j->out + i * j->n, j->n, j->blobs[i], j->lens[i]);
+#if !defined(_WIN32)
+        if (__atomic_add_fetch(&j->done, 1, __ATOMIC_ACQ_REL) == j->count) {
+            pthread_mutex_lock(&j->mu);
+            pthread_cond_broadcast(&j->cv);
+            pthread_mutex_unlock(&j->mu);
+        }
+#endif
     }
 }
 
 #if !defined(_WIN32)
-static void *batch_worker(void *arg) { run_items((batch_job *)arg); return NULL; }
+static void release_job(batch_job *j)
+{
+    if (__atomic_sub_fetch(&j->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+        pthread_mutex_destroy(&j->mu);
+        pthread_cond_destroy(&j->cv);
+        free(j);
+    }
+}
+
+/* Detached workers: the caller returns as soon as every channel is done and
+ * never waits for a worker the OS has not scheduled yet (on a loaded machine
+ * that wait cost more than the parallelism gained); the last thread out frees
+ * the job. */
+static void *batch_worker(void *arg)
+{
+    batch_job *j = (batch_job *)arg;
+    run_items(j);
+    release_job(j);
+    return NULL;
+}
 #endif
 
 #define BATCH_MIN_WORK 65536u   /* symbols per extra thread worth its creation */
@@ -1218,26 +1251,54 @@ int fse_cpu_count(void)
 #endif
 }
 
-static void run_batch(batch_job *j, int threads)
+static void run_batch(const batch_job *proto, int threads)
 {
     if (!lg2_ready) fse_init();
     size_t want = (size_t)(threads > 0 ? threads : 1);
-    size_t by_work = (j->count * (j->n + 64)) / BATCH_MIN_WORK;
-    if (want > j->count) want = j->count;
+    size_t by_work = (proto->count * (proto->n + 64)) / BATCH_MIN_WORK;
+    if (want > proto->count) want = proto->count;
     if (want > by_work) want = by_work ? by_work : 1;
     if (want > BATCH_MAX_THREADS) want = BATCH_MAX_THREADS;
-    j->next = 0;
 #if !defined(_WIN32)
-    pthread_t tid[BATCH_MAX_THREADS];
-    size_t started = 0;
-    for (size_t t = 1; t < want; t++) {
-        if (pthread_create(&tid[started], NULL, batch_worker, j) != 0) break;   /* fewer threads */
-        started++;
+    batch_job *j = want > 1 ? (batch_job *)malloc(sizeof *j) : NULL;
+    if (j) {
+        *j = *proto;
+        j->next = 0; j->done = 0; j->refs = 1;
+        if (pthread_mutex_init(&j->mu, NULL) != 0) { free(j); j = NULL; }
+        else if (pthread_cond_init(&j->cv, NULL) != 0) { pthread_mutex_destroy(&j->mu); free(j); j = NULL; }
     }
-    run_items(j);
-    for (size_t t = 0; t < started; t++) pthread_join(tid[t], NULL);
+    if (j) {
+        pthread_attr_t attr;
+        int attr_ok = pthread_attr_init(&attr) == 0 &&
+                      pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) == 0;
+        for (size_t t = 1; attr_ok && t < want; t++) {
+            pthread_t tid;
+            __atomic_add_fetch(&j->refs, 1, __ATOMIC_ACQ_REL);
+            if (pthread_create(&tid, &attr, batch_worker, j) != 0) {   /* go on with fewer */
+                __atomic_sub_fetch(&j->refs, 1, __ATOMIC_ACQ_REL);
+                break;
+            }
+        }
+        if (attr_ok) pthread_attr_destroy(&attr);
+        run_items(j);
+        pthread_mutex_lock(&j->mu);
+        while (__atomic_load_n(&j->done, __ATOMIC_ACQUIRE) < j->count) pthread_cond_wait(&j->cv, &j->mu);
+        pthread_mutex_unlock(&j->mu);
+        release_job(j);
+        return;
+    }
+#endif
+    batch_job local = *proto;
+    local.next = 0; local.done = 0;
+#if !defined(_WIN32)
+    /* single thread: run_items only touches mu/cv when the last item completes */
+    pthread_mutex_init(&local.mu, NULL);
+    pthread_cond_init(&local.cv, NULL);
+    run_items(&local);
+    pthread_mutex_destroy(&local.mu);
+    pthread_cond_destroy(&local.cv);
 #else
-    run_items(j);
+    run_items(&local);
 #endif
 }
 
