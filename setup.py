@@ -5,17 +5,18 @@ import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-extra_compile = ["-O3", "-fopenmp"]
-extra_link = ["-fopenmp"]
+extra_compile = ["-O3"]
+extra_link = []
 if os.environ.get("L3IC_SANITIZE"):  # used by scripts that build under ASan/UBSan
     flags = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-O1", "-g"]
-    extra_compile = flags + ["-fopenmp"]
-    extra_link = flags + ["-fopenmp"]
+    extra_compile = flags
+    extra_link = flags
 
 fse = Extension(
     "PIL_l3ic._fse",
     sources=["_fse/_fse.pyx", "_fse/fse.c"],
     include_dirs=["_fse", numpy.get_include()],
+    depends=["_fse/fse.h"],
     extra_compile_args=extra_compile,
     extra_link_args=extra_link,
 )
