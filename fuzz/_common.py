@@ -23,7 +23,11 @@ import sys
 import zlib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:   # fuzz the checkout (the package need not be installed)
+# Fuzz the checkout when it is built in place (or a sanitized build is named); otherwise the
+# installed package (CI: ``pip install .`` builds the extension into site-packages only).
+if ROOT not in sys.path and (os.environ.get("L3IC_FUZZ_EXT")
+                             or glob.glob(os.path.join(ROOT, "PIL_l3ic", "_fse*.so"))
+                             or importlib.util.find_spec("PIL_l3ic") is None):
     sys.path.insert(1, ROOT)
 
 MAGIC = b"\x89L3C\r\n\x1a\n"

@@ -38,7 +38,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
 
 os.environ.setdefault("L3IC_NUM_THREADS", "1")
-os.environ.setdefault("L3IC_MODEL_DIR", os.path.join(_common.ROOT, "tflite_models"))
 _common.use_fuzz_extension()
 
 from PIL import Image  # noqa: E402  (Pillow itself is not instrumented)
@@ -50,6 +49,8 @@ LIMIT_S = float(os.environ.get("FUZZ_LIMIT_S", "2.0"))     # CPU seconds per inp
 FUZZ_MAX_PIXELS = int(os.environ.get("FUZZ_MAX_PIXELS", str(128 * 128)))
 Image.MAX_IMAGE_PIXELS = FUZZ_MAX_PIXELS       # the error threshold is twice this
 REAL_NET_EVERY = max(1, int(os.environ.get("FUZZ_REAL_NET_EVERY", "16")))
+# resolve the model directory once (runtime.model_dir() looks it up on every decode)
+os.environ.setdefault(checks.runtime.ENV_MODEL_DIR, str(checks.runtime.model_dir()))
 StandIn = checks.install_network_standin()
 
 

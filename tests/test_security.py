@@ -25,6 +25,7 @@ import PIL_l3ic  # noqa: F401
 from PIL_l3ic import L3icImagePlugin, codec, container, runtime
 
 ROOT = Path(__file__).resolve().parent.parent
+PKG_PARENT = str(Path(PIL_l3ic.__file__).resolve().parent.parent)   # for the subprocesses
 sys.path.insert(0, str(ROOT / "fuzz"))
 import _common  # noqa: E402
 import checks  # noqa: E402
@@ -261,14 +262,14 @@ def test_unknown_file_size_reads_in_bounded_blocks():
     assert peak < 4 << 20
 
 
-def test_entropy_decoder_never_reads_past_the_buffer():
+def test_entropy_decoder_never_reads_past_the_buffer(tmp_path):
     """Every stream (and every prefix and single-bit flip of it) decoded from the very end of a
     page followed by an inaccessible page: one byte read too far is a segfault.  Runs in a
     subprocess so a fault is reported as a failure."""
     script = textwrap.dedent(r"""
         import ctypes, mmap, sys
         import numpy as np
-        sys.path.insert(0, sys.argv[1])
+        sys.path[:0] = [sys.argv[2], sys.argv[1]]     # the package under test, fuzz/
         import _common
         fse = _common.fse_module()
         PAGE = mmap.PAGESIZE
@@ -279,7 +280,7 @@ def test_entropy_decoder_never_reads_past_the_buffer():
         assert libc.mprotect(base + 2 * PAGE, PAGE, 0) == 0     # PROT_NONE guard page
         view = memoryview(region)
         end = 2 * PAGE
-        if len(sys.argv) > 2:                 # self-check: one byte past the end must fault
+        if len(sys.argv) > 3:                 # self-check: one byte past the end must fault
             ctypes.string_at(base + end, 1)
             sys.exit(0)
         rng = np.random.default_rng(5)
@@ -311,12 +312,11 @@ def test_entropy_decoder_never_reads_past_the_buffer():
         del blob, view
         print(checked)
     """)
-    r = subprocess.run([sys.executable, "-c", script, str(ROOT / "fuzz")], capture_output=True,
-                       text=True, timeout=300)
+    args = [sys.executable, "-c", script, str(ROOT / "fuzz"), PKG_PARENT]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert int(r.stdout.split()[-1]) > 10000
-    probe = subprocess.run([sys.executable, "-c", script, str(ROOT / "fuzz"), "probe"],
-                           capture_output=True, timeout=60)
+    probe = subprocess.run(args + ["probe"], capture_output=True, timeout=60, cwd=tmp_path)
     assert probe.returncode != 0, "the guard page does not catch a read past the buffer"
 
 
@@ -365,8 +365,8 @@ def _rss_growth(runs, warmup, plant=False):
         env["L3IC_PLANT_LEAK"] = "1"
     if "asan" in env.get("LD_PRELOAD", ""):     # run under AddressSanitizer: no quarantine
         env["ASAN_OPTIONS"] = env.get("ASAN_OPTIONS", "") + ":quarantine_size_mb=0"
-    r = subprocess.run([sys.executable, "-c", _LEAK_SCRIPT, str(ROOT), str(runs), str(warmup)],
-                       env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    r = subprocess.run([sys.executable, "-c", _LEAK_SCRIPT, PKG_PARENT, str(runs), str(warmup)],
+                       env=env, capture_output=True, text=True, timeout=600, cwd=PKG_PARENT)
     assert r.returncode == 0, r.stderr[-3000:]
     return int(r.stdout.split()[-1])
 
@@ -533,8 +533,8 @@ def test_failed_write_to_path_over_size_limit(tmp_path):
     """)
     new, existing = tmp_path / "new.l3c", tmp_path / "old.l3c"
     existing.write_bytes(b"old")
-    r = subprocess.run([sys.executable, "-c", script, str(ROOT), str(new), str(existing)],
-                       capture_output=True, text=True, timeout=300, cwd=ROOT)
+    r = subprocess.run([sys.executable, "-c", script, PKG_PARENT, str(new), str(existing)],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.split() == ["failed", "27", "failed", "27"]   # EFBIG
     assert not new.exists()
