@@ -89,7 +89,8 @@ def find(sources, kind: str = "encode") -> list[tuple[str, str]]:
         elif _magic(s):
             parts = s.split(os.sep)
             base = os.sep.join(parts[:next(i for i, c in enumerate(parts) if glob.has_magic(c))])
-            out += [(p, os.path.relpath(p, base or ".")) for p in sorted(glob.glob(s, recursive=True))
+            out += [(p, os.path.relpath(p, base or "."))
+                    for p in sorted(glob.glob(s, recursive=True))
                     if os.path.isfile(p) and os.path.splitext(p)[1].lower() in exts]
         else:
             out.append((s, os.path.basename(s)))   # missing files fail later, with the reason
@@ -336,22 +337,24 @@ class Report:
                 "pixels": self.pixels, "bpp": 8 * l3c / self.pixels if self.pixels else None,
                 "mean_bpp": self.bpp_sum / done if done else None,
                 "elapsed_s": round(self.elapsed_s, 3),
-                "images_per_s": self.converted / t, "mpixels_per_s": self.converted_pixels / t / 1e6,
+                "images_per_s": self.converted / t,
+                "mpixels_per_s": self.converted_pixels / t / 1e6,
                 "worker_processes": len(self.processes),
                 "failures": [{"file": f, "reason": r} for f, r in self.failures]}
 
     def to_json(self) -> str:
         return json.dumps(self.as_dict(), indent=1)
 
-    def text(self) -> str:
+    def text(self, failures: bool = True) -> str:
+        """The report as text; ``failures``: list the failed files (one line each)."""
         d = self.as_dict()
         bpp = f", {d['bpp']:.3f} bpp (mean per file {d['mean_bpp']:.3f})" if d["pixels"] else ""
         lines = [f"{self.kind}: {self.files} files: {self.converted} converted, {self.skipped} "
                  f"skipped (up to date), {self.failed} failed",
                  f"  {_size(self.bytes_in)} -> {_size(self.bytes_out)}{bpp}",
                  f"  {self.elapsed_s:.2f} s, {d['images_per_s']:.2f} images/s, "
-                 f"{d['mpixels_per_s']:.2f} MP/s on {self.runner}"]
-        lines += [f"  failed: {f}: {r}" for f, r in self.failures]
+                 f"{d['mpixels_per_s']:.3f} MP/s on {self.runner}"]
+        lines += [f"  failed: {f}: {r}" for f, r in self.failures] if failures else []
         return "\n".join(lines)
 
 

@@ -232,7 +232,7 @@ def _convert(args, fn, **options) -> int:
              workers=args.workers or (args.jobs if args.jobs != 1 else None), log=log,
              progress=not (args.quiet or args.no_progress), report=args.report, **options)
     if not args.quiet:
-        print(rep.text(), file=sys.stderr)
+        print(rep.text(failures=False), file=sys.stderr)   # failures were printed as they came
     return 1 if rep.failed else 0
 
 
@@ -382,12 +382,14 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("-f", "--force", action="store_true", help="overwrite existing outputs")
         sp.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
         sp.add_argument("--no-progress", action="store_true", help="no progress bar")
-        tree = "folders, globs, --scheduler, --workers or --report: batch mode (PIL_l3ic.batch)"
+        tree = ("folders, globs, --scheduler, --workers or --report start batch mode "
+                "(PIL_l3ic.batch: tree mirrored under -o, outputs up to date skipped, report)")
         sp.add_argument("--scheduler", metavar="ADDRESS", help=f"{tree}; convert on a Dask "
                         "cluster: tcp://HOST:8786, a scheduler file (.json) or 'local' "
                         "(pip install 'PIL_l3ic[dask]')")
         sp.add_argument("--workers", type=int, metavar="N", help="batch mode: N local worker "
-                        "processes (default: one per core); with --scheduler: wait for N workers")
+                        "processes (default: one per core); with --scheduler local: N Dask "
+                        "workers; with an address: wait for N workers")
         sp.add_argument("--report", metavar="FILE", help="batch mode: write the report as JSON")
 
     sp = sub.add_parser("encode", formatter_class=fmt, help="image(s) -> .l3c",

@@ -13,6 +13,8 @@ Lanczos first), saved as PNG.  Each configuration converts a whole collection to
 pool start and model loading included (the Dask cluster is started before the clock, its workers
 load the model when the call registers the worker plugin, inside the clock).  ``startup`` is
 the wall time for one 32x32 image: the fixed cost of a call.  Best of ``--repeat`` runs.
+CPU s/image: user + system time of this process and its pool processes (not measured for
+Dask).  A busy-loop probe at start and end measures how many cores the benchmark really gets.
 Writes batch.json and batch.md (a table) into ``--out``; other processes distort the times (the
 load average at start and end is recorded).
 """
@@ -23,7 +25,9 @@ import io
 import json
 import os
 import platform
+import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -56,6 +60,22 @@ def make_set(folder: Path, n: int, size: tuple[int, int], src: Image.Image, seed
     return folder
 
 
+def cpu_time() -> float:
+    """User + system CPU seconds of this process and its reaped children (pool processes)."""
+    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                 resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
+def available_cores(seconds: float = 3.0) -> float:
+    """CPU seconds per second that ``cpu_count`` busy processes get, at this process's
+    priority: the share of the machine this benchmark can actually use."""
+    code = ("import time\nt = time.time() + %r\nwhile time.time() < t: pass\n"
+            "print(time.process_time())" % seconds)
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+             for _ in range(batch.cpu_count())]
+    return sum(float(p.communicate()[0]) for p in procs) / seconds
+
+
 def loop(kind: str, src: Path, dst: Path, quality: str) -> dict:
     """The reference: a plain loop in this process (models already loaded, all cores)."""
     t0, n, pixels = time.perf_counter(), 0, 0
@@ -78,8 +98,10 @@ def run(config: str, kind: str, src: Path, dst: Path, quality: str, client) -> d
     if dst.exists():
         shutil.rmtree(dst)
     dst.mkdir(parents=True)
+    c0 = cpu_time()
     if config == "loop":
-        return loop(kind, src, dst, quality)
+        r = loop(kind, src, dst, quality)
+        return dict(r, cpu_s_per_image=(cpu_time() - c0) / len(os.listdir(src)))
     kw = {"client": client} if config == "dask" else {"workers": int(config)}
     if kind == "encode":
         rep = batch.convert([src], dst, quality, force=True, progress=False, **kw)
@@ -87,7 +109,9 @@ def run(config: str, kind: str, src: Path, dst: Path, quality: str, client) -> d
         rep = batch.decode([src], dst, force=True, progress=False, **kw)
     assert rep.failed == 0, rep.text()
     d = rep.as_dict()
-    return {k: d[k] for k in ("elapsed_s", "images_per_s", "mpixels_per_s", "bpp")}
+    cpu = (cpu_time() - c0) / rep.converted if config != "dask" else None  # Dask: not ours
+    return dict({k: d[k] for k in ("elapsed_s", "images_per_s", "mpixels_per_s", "bpp")},
+                cpu_s_per_image=cpu)
 
 
 def main(argv=None) -> int:
@@ -114,7 +138,8 @@ def main(argv=None) -> int:
                                      processes=True, dashboard_address=None))
     src_im = Image.open(args.image).convert("RGB")
     result = {"machine": f"{platform.node()}, {batch.cpu_count()} cores, {platform.processor()}",
-              "quality": args.quality, "load_start": os.getloadavg(), "sets": {}, "startup": {}}
+              "quality": args.quality, "load_start": os.getloadavg(), "sets": {}, "startup": {},
+              "cores_start": available_cores()}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         sets = {"small 256x256": make_set(tmp / "small", args.small, (256, 256), src_im, 1),
@@ -139,6 +164,7 @@ def main(argv=None) -> int:
     if client is not None:
         client.close()
     result["load_end"] = os.getloadavg()
+    result["cores_end"] = available_cores()
     (out / "batch.json").write_text(json.dumps(result, indent=1) + "\n")
     (out / "batch.md").write_text(table(result))
     print(table(result))
@@ -148,16 +174,20 @@ def main(argv=None) -> int:
 def table(r: dict) -> str:
     names = {"loop": "Pillow loop (1 process, all cores)", "dask": "Dask LocalCluster"}
     lines = [f"Machine: {r['machine']}; model {r['quality']}; load average "
-             f"{r['load_start'][0]:.1f} at start, {r['load_end'][0]:.1f} at end.", "",
-             "| images | runner | encode images/s | encode MP/s | decode images/s | "
-             "decode MP/s |", "|---|---|---:|---:|---:|---:|"]
+             f"{r['load_start'][0]:.1f} at start, {r['load_end'][0]:.1f} at end; cores "
+             f"available to the benchmark (busy-loop probe): {r['cores_start']:.2f} at start, "
+             f"{r['cores_end']:.2f} at end.", "",
+             "| images | runner | encode images/s | encode MP/s | encode CPU s/image | "
+             "decode images/s | decode MP/s | decode CPU s/image |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
     for name, s in r["sets"].items():
         for c, row in s["configs"].items():
             label = names.get(c, f"local pool, {c} worker{'s' * (c != '1')}")
             e, d = row["encode"], row["decode"]
+            cpu = [f"{x['cpu_s_per_image']:.3f}" if x["cpu_s_per_image"] else "-" for x in (e, d)]
             lines.append(f"| {s['images']} x {name.split()[1]} | {label} | "
-                         f"{e['images_per_s']:.2f} | {e['mpixels_per_s']:.3f} | "
-                         f"{d['images_per_s']:.2f} | {d['mpixels_per_s']:.3f} |")
+                         f"{e['images_per_s']:.2f} | {e['mpixels_per_s']:.3f} | {cpu[0]} | "
+                         f"{d['images_per_s']:.2f} | {d['mpixels_per_s']:.3f} | {cpu[1]} |")
     lines += ["", "Startup (one 32x32 image, wall): " + ", ".join(
         f"{names.get(c, c + ' worker(s)')} {t:.2f} s" for c, t in r["startup"].items())]
     return "\n".join(lines) + "\n"

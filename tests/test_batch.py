@@ -223,7 +223,8 @@ def test_killed_run_leaves_no_truncated_output(tree, tmp_path):
     script.write_text(
         "import time\nfrom PIL_l3ic import batch\n"
         "def slow(f, data):\n"
-        "    f.write(data[:len(data) // 2]); f.flush(); time.sleep(1); f.write(data[len(data) // 2:])\n"
+        "    f.write(data[:len(data) // 2]); f.flush(); time.sleep(1)\n"
+        "    f.write(data[len(data) // 2:])\n"
         "batch._write_data = slow\n"
         "if __name__ == '__main__':\n"
         f"    batch.convert([{str(tree)!r}], {str(out)!r}, workers=2, progress=False)\n")

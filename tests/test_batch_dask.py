@@ -176,6 +176,7 @@ def test_read_array_and_bag(tree, local, client, tmp_path):
         batch_dask.read_array(ref)
     bag = batch_dask.read_bag(ref, with_path=True)
     shapes = dict(bag.map(lambda t: (os.path.relpath(t[0], ref), t[1].shape)).compute())
-    want = {str(Path(r).with_suffix(".l3c")): (h, w) + ({"RGB": (3,), "P": (3,), "RGBA": (4,)}
-                                                        .get(m, ())) for r, (w, h, m) in GOOD.items()}
+    channels = {"RGB": (3,), "P": (3,), "RGBA": (4,), "L": ()}
+    want = {str(Path(r).with_suffix(".l3c")): (h, w) + channels[m]
+            for r, (w, h, m) in GOOD.items()}
     assert shapes == want
