@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 import PIL_l3ic  # noqa: F401  (registers the L3IC plugin)
-from PIL_l3ic import metrics
+from PIL_l3ic import metrics, runtime
 
 KODAK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "kodak")
 TARGETS = {"16c": (0.50, 0.875, 0.973), "32c": (0.85, 0.918, 0.984), "64c": (1.45, 0.952, 0.990)}
@@ -55,6 +55,9 @@ def main(argv=None):
     full = [Image.open(f).convert("RGB") for f in paths]
     sets = {"crop512": [central_crop(im) for im in full], "full": full}
     results = {}
+    if os.path.exists(args.json):  # keep figures of models not re-evaluated in this run
+        with open(args.json) as f:
+            results = {k: v for k, v in json.load(f).items() if k.startswith("l3ic")}
     for q in args.qualities:
         for name, images in sets.items():
             results[f"l3ic {q} {name}"] = measure(images, {"format": "L3IC", "quality": q})
@@ -65,8 +68,8 @@ def main(argv=None):
     with open(args.json, "w") as f:
         json.dump(results, f, indent=2)
     models = {}
-    for q in args.qualities:
-        with open(os.path.join(os.path.dirname(PIL_l3ic.__file__), "tflite_models", f"l3ic_{q}.json")) as f:
+    for q in sorted({k.split()[1] for k in results if k.startswith("l3ic")}):
+        with open(os.path.join(runtime.model_dir(), f"l3ic_{q}.json")) as f:
             models[q] = json.load(f)
     write_markdown(args.out, results, models, len(paths))
 
