@@ -15,7 +15,8 @@ from PIL import Image
 import PIL_l3ic  # noqa: F401
 from PIL_l3ic import batch, cli, container, runtime
 
-REPO = Path(__file__).resolve().parent.parent
+# subprocesses import the package under test (a checkout or an installed copy), from a neutral cwd
+PKG_PARENT = str(Path(PIL_l3ic.__file__).resolve().parent.parent)
 
 
 def photo(w, h, seed=0):
@@ -228,8 +229,8 @@ def test_killed_run_leaves_no_truncated_output(tree, tmp_path):
         "batch._write_data = slow\n"
         "if __name__ == '__main__':\n"
         f"    batch.convert([{str(tree)!r}], {str(out)!r}, workers=2, progress=False)\n")
-    p = subprocess.Popen([sys.executable, str(script)], start_new_session=True,
-                         env=dict(os.environ, PYTHONPATH=str(REPO)))
+    p = subprocess.Popen([sys.executable, str(script)], start_new_session=True, cwd=tmp_path,
+                         env=dict(os.environ, PYTHONPATH=PKG_PARENT))
     try:
         deadline = time.time() + 90
         while time.time() < deadline and not (list(out.rglob("*.l3c"))
@@ -298,8 +299,8 @@ def test_plain_use_does_not_import_dask(tree, tmp_path):
             f"r = batch.convert([{str(tree / 'top.png')!r}], {str(tmp_path)!r}, workers=1, "
             f"progress=False); assert r.converted == 1, r.text(); "
             f"assert not {{'dask', 'distributed'}} & set(sys.modules), 'dask imported'")
-    subprocess.run([sys.executable, "-c", code], check=True,
-                   env=dict(os.environ, PYTHONPATH=str(REPO)))
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path,
+                   env=dict(os.environ, PYTHONPATH=PKG_PARENT))
 
 
 def test_survives_a_profiler_holding_frames(tree, tmp_path):
@@ -341,8 +342,8 @@ def test_a_file_that_kills_its_worker_fails_alone(tree, tmp_path):
         "if __name__ == '__main__':\n"
         f"    batch.convert([{str(src)!r}], {str(out)!r}, workers=2, chunksize=4, "
         f"progress=False, report={str(report)!r})\n")
-    subprocess.run([sys.executable, str(script)], check=True, timeout=300,
-                   env=dict(os.environ, PYTHONPATH=str(REPO)))
+    subprocess.run([sys.executable, str(script)], check=True, timeout=300, cwd=tmp_path,
+                   env=dict(os.environ, PYTHONPATH=PKG_PARENT))
     d = json.loads(report.read_text())
     # files of the crashed chunk written before the crash are skipped by the retry
     assert (d["converted"] + d["skipped"], d["failed"]) == (len(GOOD), len(BROKEN) + 1), d
