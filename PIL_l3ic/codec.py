@@ -12,8 +12,9 @@ Public functions
         "RGB" (H, W, 3), "L" (H, W), "RGBA" (H, W, 4) or "LA" (H, W, 2); alpha is stored
         losslessly (zlib) in the ALPH chunk.
     decode_image(fp, layout, *, allow_truncated=False) -> pixels in layout.header.mode's shape.
-All accept ``tile`` (pixels, a multiple of 8; default DEFAULT_TILE) and run both networks tile
-by tile (below), so memory stays bounded whatever the image size.
+All accept ``tile`` (pixels, a multiple of 8; default: one window up to WHOLE_IMAGE_PIXELS,
+else DEFAULT_TILE) and run both networks tile by tile (below), so memory stays bounded whatever
+the image size.
 
 Quantisation: index = clip(round(latent), -15, 16) + 15 (uint8 0..31), stored as C rows of
 h*w symbols (h, w = ceil(H/8), ceil(W/8)), one ``_fse`` stream per latent channel.  The decoder
@@ -56,6 +57,10 @@ from .container import ContainerError, Header
 
 MARGIN = 5            # latent cells of context around each tile core (see the docstring)
 DEFAULT_TILE = 1024   # pixels per tile core side (a multiple of 8)
+# With the default tile, images up to this many pixels (1920x1080 and a little more) run in one
+# window: no overlap work (8 % at 1080p), and int8 output equals whole-image inference.  Memory
+# for one such window is about twice that of a 1024 px tile.
+WHOLE_IMAGE_PIXELS = 2_300_000
 ZERO_INDEX = 15       # index of the codebook value 0
 _MAX_INDEX = 31
 _QUALITY_NAMES = {"low": "16c", "medium": "32c", "high": "64c"}
@@ -79,8 +84,10 @@ def resolve_quality(quality: str | int) -> str:
                      "'medium', 'high' or an integer 1-100")
 
 
-def _tile_cells(tile: int | None) -> int:
-    tile = DEFAULT_TILE if tile is None else tile
+def _tile_cells(tile: int | None, h: int, w: int) -> int:
+    """Tile core side in latent cells for an h x w latent (see WHOLE_IMAGE_PIXELS)."""
+    if tile is None:
+        return max(h, w) if h * w * 64 <= WHOLE_IMAGE_PIXELS else DEFAULT_TILE // 8
     if isinstance(tile, bool) or not isinstance(tile, int) or tile < 8 or tile % 8:
         raise ValueError(f"tile must be a positive multiple of 8 pixels, not {tile!r}")
     return tile // 8
@@ -112,9 +119,9 @@ def _check_output(net, out, shape) -> None:
 
 def _analyse(net, img: np.ndarray, tile: int | None = None) -> np.ndarray:
     """Encoder network + quantisation, tile by tile: (H, W[, 3]) uint8 -> (C, h, w) indices."""
-    t = _tile_cells(tile)
     H, W = img.shape[:2]
     h, w = -(-H // 8), -(-W // 8)
+    t = _tile_cells(tile, h, w)
     C = net.info.channels
     out = np.empty((C, h, w), np.uint8)
     rows, wh = _spans(h, t)
@@ -148,8 +155,8 @@ def _analyse(net, img: np.ndarray, tile: int | None = None) -> np.ndarray:
 def _synthesise(net, lat: np.ndarray, H: int, W: int, gray: bool = False,
                 tile: int | None = None) -> np.ndarray:
     """Decoder network, tile by tile: (C, h, w) indices -> (H, W, 3) uint8 or (H, W) luma."""
-    t = _tile_cells(tile)
     C, h, w = lat.shape
+    t = _tile_cells(tile, h, w)
     dest = np.empty((H, W) if gray else (H, W, 3), np.uint8)
     rows, wh = _spans(h, t)
     cols, ww = _spans(w, t)

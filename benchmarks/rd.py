@@ -314,6 +314,30 @@ def plot(path: Path, summary, names, max_bpp: float) -> None:
 
 
 # ----------------------------------------------------------------------------- main
+def _merged_rows(path: str, codecs: dict, images: list) -> list[dict]:
+    """Rows of an earlier per_image.csv for the images of this run and codecs not run now; the
+    codecs found there join the report (with their sweeps as measured then)."""
+    if not path:
+        return []
+    wanted = {p.name for p in images}
+    with open(path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["codec"] not in codecs and r["image"] in wanted]
+    all_codecs, _ = build_codecs()
+    for r in rows:
+        for k in ("bytes",):
+            r[k] = int(r[k])
+        for k in ("bpp", "psnr", "msssim", "enc_ms", "dec_ms"):
+            r[k] = float(r[k])
+        if r["codec"] != "l3ic":
+            r["quality"] = float(r["quality"]) if "." in r["quality"] else int(r["quality"])
+        c = all_codecs[r["codec"]]
+        if r["codec"] not in codecs:
+            codecs[r["codec"]] = Codec(c.name, c.fmt, [], c.params, c.desc)
+        if r["quality"] not in codecs[r["codec"]].qualities:
+            codecs[r["codec"]].qualities.append(r["quality"])
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -328,6 +352,9 @@ def main(argv=None) -> int:
                     "summary.csv, bdrate.csv, run_info.json")
     ap.add_argument("--md", default="", help="markdown report (e.g. docs/rd_kodak.md); the "
                     "plot goes next to it as <name>.png (default: into --out)")
+    ap.add_argument("--merge", default="", help="per_image.csv of an earlier run on the same "
+                    "images: its rows for codecs not run now are reused (e.g. measure the "
+                    "classical codecs once, then only l3ic after each training run)")
     ap.add_argument("--max-bpp-plot", type=float, default=2.2)
     ap.add_argument("--list", action="store_true", help="list the codecs available and exit")
     args = ap.parse_args(argv)
@@ -356,12 +383,14 @@ def main(argv=None) -> int:
     md = Path(args.md) if args.md else out / "rd_kodak.md"
     md.parent.mkdir(parents=True, exist_ok=True)
 
-    rows, failures, t_start = [], [], time.time()
+    run_now = dict(codecs)
+    rows, failures, t_start = _merged_rows(args.merge, codecs, images), [], time.time()
+    names = list(codecs)  # with the merged ones
     load0 = os.getloadavg()
     for i, p in enumerate(images):
         im = load_image(p, args.crop)
         ref = np.asarray(im)
-        for name, c in codecs.items():
+        for name, c in run_now.items():
             for q in c.qualities:
                 try:
                     data, enc_ms, _ = encode(im, c, q)

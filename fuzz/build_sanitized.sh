@@ -3,6 +3,7 @@
 #
 #   fuzz/build_sanitized.sh            -> fuzz/build/ext/PIL_l3ic/_fse*.so   (Python extension)
 #                                         fuzz/build/fuzz_fse                 (libFuzzer binary, clang only)
+#                                         fuzz/build/fuzz_fse_generic         (same, -DFSE_NO_BMI2)
 #
 # Extension: setup.py's L3IC_SANITIZE=1 switch (-fsanitize=address,undefined -O1 -g).  With clang
 # (CC, default clang if found) it is also built with -fsanitize=fuzzer-no-link, so atheris gets
@@ -45,6 +46,10 @@ if [ "$KIND" = clang ]; then
     "$CC" -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
         -fno-sanitize-recover=all -I"$ROOT/_fse" \
         "$ROOT/fuzz/fuzz_fse.c" "$ROOT/_fse/fse.c" -lm -lpthread -o "$OUT/fuzz_fse"
-    echo "built $OUT/fuzz_fse" >&2
+    # the same without the BMI2 clones of the coding loops (what CPUs without BMI2 run)
+    "$CC" -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
+        -fno-sanitize-recover=all -DFSE_NO_BMI2 -I"$ROOT/_fse" \
+        "$ROOT/fuzz/fuzz_fse.c" "$ROOT/_fse/fse.c" -lm -lpthread -o "$OUT/fuzz_fse_generic"
+    echo "built $OUT/fuzz_fse $OUT/fuzz_fse_generic" >&2
 fi
 echo "built $(ls "$OUT"/ext/PIL_l3ic/_fse*.so)" >&2

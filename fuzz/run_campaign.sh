@@ -3,6 +3,7 @@
 #
 #   fuzz/run_campaign.sh decode RUNS [libFuzzer flags...]   whole decode path (atheris)
 #   fuzz/run_campaign.sh fse    RUNS [libFuzzer flags...]   entropy decoder, C (libFuzzer)
+#   fuzz/run_campaign.sh fse-generic RUNS ...              the same built with -DFSE_NO_BMI2
 #   fuzz/run_campaign.sh fse-py RUNS [libFuzzer flags...]   entropy decoder via Python (atheris)
 #
 # RUNS: executions (libFuzzer -runs); 0 replays the corpora only.  Work files live in
@@ -13,7 +14,7 @@
 # any input that takes more than 2 s of CPU time), -rss_limit_mb, -malloc_limit_mb=1024.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-TARGET="${1:?target: decode | fse | fse-py}"
+TARGET="${1:?target: decode | fse | fse-generic | fse-py}"
 RUNS="${2:?number of executions}"
 shift 2
 WORK="${FUZZ_WORK:-/tmp/l3ic_fuzz}"
@@ -59,11 +60,12 @@ case "$TARGET" in
         [ -d "$REG/fse" ] && DIRS+=("$REG/fse")
         exec env LD_PRELOAD="$PRELOAD" nice -n 15 python "$ROOT/fuzz/fuzz_fse.py" \
             "${COMMON[@]}" -rss_limit_mb="${FUZZ_RSS_MB:-1536}" -max_len=65536 "$@" "${DIRS[@]}" ;;
-    fse)
-        [ -x "$BUILD/fuzz_fse" ] || { echo "no $BUILD/fuzz_fse (needs clang)" >&2; exit 1; }
+    fse|fse-generic)
+        BIN="$BUILD/fuzz_${TARGET/-/_}"
+        [ -x "$BIN" ] || { echo "no $BIN (needs clang)" >&2; exit 1; }
         DIRS=("$CORPUS" "$SEEDS/fse")
         [ -d "$REG/fse" ] && DIRS+=("$REG/fse")
-        exec nice -n 15 "$BUILD/fuzz_fse" "${COMMON[@]}" -rss_limit_mb="${FUZZ_RSS_MB:-1024}" \
+        exec nice -n 15 "$BIN" "${COMMON[@]}" -rss_limit_mb="${FUZZ_RSS_MB:-1024}" \
             -max_len=65536 "$@" "${DIRS[@]}" ;;
     *) echo "unknown target $TARGET" >&2; exit 2 ;;
 esac

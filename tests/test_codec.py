@@ -180,6 +180,19 @@ def test_tile_argument():
             codec.encode(image(8, 8), "16c", tile=bad)
 
 
+def test_default_tiling_whole_up_to_1080p():
+    """1920x1080 runs in one window (no overlap work); a 24 MP photo in 1024 px tiles."""
+    h, w = 135, 240                                   # latent of 1920x1080
+    rows, wh = codec._spans(h, codec._tile_cells(None, h, w))
+    cols, ww = codec._spans(w, codec._tile_cells(None, h, w))
+    assert (rows, wh, cols, ww) == ([(0, h, 0)], h, [(0, w, 0)], w)
+    h, w = 500, 750                                   # latent of 6000x4000
+    t = codec._tile_cells(None, h, w)
+    assert t == codec.DEFAULT_TILE // 8
+    assert codec._spans(w, t)[1] <= t + 2 * codec.MARGIN
+    assert codec._tile_cells(64, 135, 240) == 8       # an explicit tile always applies
+
+
 # ----------------------------------------------------------------------------- encode / decode
 
 def _roundtrip(pixels, mode, quality="16c", **kw):
