@@ -115,11 +115,22 @@ def test_mode_conversions():
 
 
 @pytest.mark.parametrize("size", [(1, 1), (13, 7), (3, 1000), (17, 2041), (1000, 3)])
-def test_sizes(size):
-    im = rgb(*size, seed=size[0])
-    out = reopen(save(im, quality="16c"))
-    assert out.size == size
-    assert np.asarray(out).shape == (size[1], size[0], 3)
+@pytest.mark.parametrize("mode, quality", [("RGB", "16c"), ("L", "32c"), ("RGBA", "64c"),
+                                           ("LA", "32c")])
+def test_sizes(size, mode, quality):
+    """Every native mode at odd sizes (below one latent cell, thin strips, not multiples of 8)."""
+    base = rgb(*size, seed=size[0])
+    alpha = Image.fromarray((np.arange(size[0] * size[1]) % 251).astype(np.uint8)
+                            .reshape(size[1], size[0]), "L")
+    im = base.convert(mode)
+    if "A" in mode:
+        im.putalpha(alpha)
+    out = reopen(save(im, quality=quality))
+    assert (out.size, out.mode) == (size, mode)
+    out.load()
+    assert np.asarray(out).shape == np.asarray(im).shape
+    if "A" in mode:   # alpha is lossless
+        np.testing.assert_array_equal(np.asarray(out.getchannel("A")), np.asarray(alpha))
 
 
 _BIG = """
