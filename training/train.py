@@ -12,7 +12,8 @@ The defaults are the recipe chosen in docs/training.md:
   intended operating point and runs are compared at equal rate;
 - adaptive gradient clipping at 2x the running mean gradient norm.
 Checkpoints (weights + optimizer) go to training/runs/<name>/ every --checkpoint-minutes; the
-learning curve to training/runs/<name>/curve.csv; the final weights to training/weights/ (committed).
+learning curve to training/runs/<name>/curve.csv; the final weights to training/weights/ (committed)
+when the run has the default name (e.g. 32c), else to training/runs/<name>/final.npz.
 """
 import argparse
 import csv
@@ -231,8 +232,13 @@ def main(argv=None):
             save_checkpoint()
             last_ckpt = time.time()
     save_checkpoint()
-    path = weights.save_committed(quality, weights.model_arrays(encoder, decoder), step=step,
-                                  lmbda=lmbda, channels=args.channels)
+    final = dict(step=step, lmbda=lmbda, channels=args.channels)
+    if args.name == quality:  # production run: update the committed weights
+        path = weights.save_committed(quality, weights.model_arrays(encoder, decoder), **final)
+    else:                     # experiment: keep its result in its run folder
+        path = os.path.join(run_dir, "final.npz")
+        np.savez_compressed(path, **weights.model_arrays(encoder, decoder),
+                            **{f"meta/{k}": np.asarray(v) for k, v in final.items()})
     print(f"done: {step} steps; weights in {path}", flush=True)
 
 
