@@ -36,7 +36,12 @@ def main(argv=None):
     ax2.plot(BASELINE["minutes"], BASELINE["val_bpp"], "k--o", label="baseline (plain recipe)")
     for run in args.runs:
         c = read_curve(run)
-        name = os.path.basename(os.path.dirname(run)) if run.endswith(".csv") else run
+        if not run.endswith(".csv"):
+            name = run
+        elif os.path.basename(run) == "curve.csv":   # training/runs/<name>/curve.csv
+            name = os.path.basename(os.path.dirname(run))
+        else:                                        # docs/curves/<name>.csv
+            name = os.path.splitext(os.path.basename(run))[0]
         ax1.plot(c["minutes"], c["val_psnr"], label=name)
         ax2.plot(c["minutes"], c["val_bpp"], label=name)
     ax1.set(xlabel="training wall-clock minutes", ylabel="validation PSNR (dB)")
