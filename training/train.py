@@ -42,14 +42,16 @@ def parse_args(argv=None):
     p.add_argument("--patch", type=int, default=64, help="patch side; 64 beat 128 at equal CPU")
     p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate")
     p.add_argument("--lr-warmup", type=int, default=300, help="steps of linear lr warm-up")
-    p.add_argument("--decay-fraction", type=float, default=0.3, help="final part of the budget "
-                   "with cosine decay to lr/10")
+    p.add_argument("--decay-fraction", type=float, default=0.7, help="final part of the budget "
+                   "with cosine decay to lr/10 (a 32c run held 5e-4 for 5,500 steps, then collapsed)")
     p.add_argument("--noise-steps", type=int, default=1000, help="steps with uniform noise "
                    "instead of rounding")
     p.add_argument("--target-bpp", type=float, help="rate target of the estimate (rate control)")
     p.add_argument("--lmbda", type=float, default=2e-3, help="initial lambda (per bpp, MSE on [0,1])")
     p.add_argument("--rate-gain", type=float, default=0.003, help="0 disables rate control")
     p.add_argument("--no-clip", action="store_true")
+    p.add_argument("--rollback-db", type=float, default=2.0, help="validation PSNR this far under "
+                   "the best (or a non-finite loss) reloads the best checkpoint and halves the lr")
     p.add_argument("--plain", action="store_true", help="baseline recipe: He init everywhere, no "
                    "noise phase, no warm-up, no clipping, global histogram, fixed lambda")
     p.add_argument("--eval-every", type=int, default=500)
@@ -67,8 +69,10 @@ def parse_args(argv=None):
     return args
 
 
-def learning_rate(args, step, elapsed_fraction):
-    lr = args.lr * min(1.0, (step + 1) / max(1, args.lr_warmup))
+def learning_rate(args, step, elapsed_fraction, warm_from=0, scale=1.0):
+    """Linear warm-up over lr_warmup steps from step warm_from (0, or where a run resumed), then
+    constant, then cosine decay to lr/10 over the last decay_fraction of the time budget."""
+    lr = scale * args.lr * min(1.0, (step - warm_from + 1) / max(1, args.lr_warmup))
     start = 1.0 - args.decay_fraction
     if elapsed_fraction > start:
         t = min(1.0, (elapsed_fraction - start) / args.decay_fraction)
@@ -88,6 +92,7 @@ def main(argv=None):
     run_dir = os.path.join(RUNS_DIR, args.name)
     os.makedirs(run_dir, exist_ok=True)
     ckpt_path = os.path.join(run_dir, "checkpoint.npz")
+    best_path = os.path.join(run_dir, "best.npz")  # best validation loss so far: the rollback point
     quality = f"{args.channels}c"
 
     encoder = model.build_encoder(args.channels, zero_init=not args.plain)
@@ -96,27 +101,33 @@ def main(argv=None):
     optimizer = keras.optimizers.Adam(learning_rate=args.lr)
     optimizer.build(variables)
 
-    step, lmbda, best_val, stale = 0, args.lmbda, float("inf"), 0
-    if args.resume and os.path.exists(ckpt_path):
-        arrays, meta = weights.load_npz(ckpt_path)
+    def restore(path):
+        """Weights, optimizer state and run state of a checkpoint."""
+        arrays, meta = weights.load_npz(path)
         weights.assign_model_arrays(encoder, decoder, arrays)
         for v, a in zip(optimizer.variables, meta["optimizer"]):
             v.assign(a)
-        step, lmbda = int(meta["step"]), float(meta["lmbda"])
-        best_val = float(meta.get("best_val", best_val))
+        clip = float(meta.get("clip_ema", "nan"))
+        return (int(meta["step"]), float(meta["lmbda"]), float(meta.get("best_val", "inf")),
+                float(meta.get("best_psnr", "-inf")), clip if math.isfinite(clip) else None)
+
+    step, lmbda, best_val, best_psnr, clip_ema = 0, args.lmbda, float("inf"), float("-inf"), None
+    stale, lr_scale = 0, 1.0
+    if args.resume and os.path.exists(ckpt_path):
+        step, lmbda, best_val, best_psnr, clip_ema = restore(ckpt_path)
         print(f"resumed {ckpt_path} at step {step}", flush=True)
     elif args.resume and os.path.exists(weights.committed_path(quality)):
         arrays, meta = weights.load_npz(weights.committed_path(quality))
         weights.assign_model_arrays(encoder, decoder, arrays)
         step, lmbda = int(meta.get("step", 0)), float(meta.get("lmbda", lmbda))
-        args.lr_warmup = step + args.lr_warmup  # fresh optimizer state: warm up again
         print(f"resumed committed weights {quality} at step {step}", flush=True)
     elif args.init_from:
         path = args.init_from if args.init_from.endswith(".npz") else weights.committed_path(args.init_from)
         arrays, _ = weights.load_npz(path)
         n = weights.assign_model_arrays(encoder, decoder, arrays, skip_latent_layers=True)
         print(f"warm start from {path}: {n} tensors", flush=True)
-    start_step = step
+    start_step = step  # a resumed run warms its learning rate up again: the first steps after a
+    # restart ran unclipped and blew up once (step 5,896 of the 32c run of 2026-12-01)
 
     print("loading images ...", flush=True)
     sampler = data.PatchSampler(data.load_training_images(args.patch), args.patch, seed=args.seed + step)
@@ -163,13 +174,25 @@ def main(argv=None):
             bpps.append(bits / (im.shape[0] * im.shape[1]))
         return float(np.mean(psnrs)), float(np.mean(bpps))
 
-    def save_checkpoint():
+    def save_checkpoint(path=ckpt_path):
         arrays = weights.model_arrays(encoder, decoder)
         opt = {f"opt/{i}": v.numpy() for i, v in enumerate(optimizer.variables)}
-        meta = {"meta/step": step, "meta/lmbda": lmbda, "meta/best_val": best_val}
-        tmp = ckpt_path + ".tmp.npz"
+        meta = {"meta/step": step, "meta/lmbda": lmbda, "meta/best_val": best_val,
+                "meta/best_psnr": best_psnr,
+                "meta/clip_ema": clip_ema if clip_ema is not None else float("nan")}
+        tmp = path + ".tmp.npz"
         np.savez(tmp, **arrays, **opt, **meta)
-        os.replace(tmp, ckpt_path)
+        os.replace(tmp, path)
+
+    def rollback(reason):
+        """Back to the best checkpoint with half the learning rate (a run that collapsed)."""
+        nonlocal_state["rollbacks"] += 1
+        if nonlocal_state["rollbacks"] > 5 or not os.path.exists(best_path):
+            raise SystemExit(f"{reason} at step {step}; no checkpoint to roll back to")
+        print(f"{reason} at step {step}: back to {best_path}, lr x {lr_scale / 2:g}", flush=True)
+        return restore(best_path)
+
+    nonlocal_state = {"rollbacks": 0}
 
     curve_path = os.path.join(run_dir, "curve.csv")
     new_curve = not os.path.exists(curve_path) or step == 0
@@ -187,12 +210,12 @@ def main(argv=None):
     t0 = time.time()
     last_ckpt = t0
     budget = args.minutes * 60
-    clip_ema, stats = None, []
+    stats = []
     while True:
         elapsed = time.time() - t0
         if elapsed > budget:
             break
-        lr = learning_rate(args, step, elapsed / budget)
+        lr = learning_rate(args, step, elapsed / budget, warm_from=start_step, scale=lr_scale)
         mode = "noise" if step < args.noise_steps else "hard"
         clip = 1e9 if (args.no_clip or clip_ema is None) else 2.0 * clip_ema
         loss, mse, bpp, norm = steps[mode](tf.constant(sampler.batch(args.batch)),
@@ -205,10 +228,12 @@ def main(argv=None):
         if args.rate_gain > 0:
             lmbda *= math.exp(args.rate_gain * (bpp - args.target_bpp) / args.target_bpp)
             lmbda = min(max(lmbda, 1e-5), 1.0)
-        stats.append((float(loss), float(mse), bpp))
         step += 1
         if not math.isfinite(float(loss)):
-            raise SystemExit(f"loss is not finite at step {step}")
+            step, lmbda, best_val, best_psnr, clip_ema = rollback("loss is not finite")
+            lr_scale, stats = lr_scale / 2, []
+            continue
+        stats.append((float(loss), float(mse), bpp))
         if step % args.eval_every == 0 or time.time() - t0 > budget:
             val_psnr, val_bpp = validate()
             l, m, b = np.mean(stats, axis=0)
@@ -220,9 +245,16 @@ def main(argv=None):
             print(f"step {step} {minutes:.1f} min  loss {l:.5f} train-psnr {10*np.log10(1/m):.2f} "
                   f"bpp-est {b:.3f} lambda {lmbda:.2e} lr {lr:.1e} | val psnr {val_psnr:.2f} "
                   f"bpp {val_bpp:.3f}", flush=True)
+            if val_psnr < best_psnr - args.rollback_db:
+                step, lmbda, best_val, best_psnr, clip_ema = rollback(
+                    f"validation PSNR fell to {val_psnr:.2f} dB (best {best_psnr:.2f})")
+                lr_scale = lr_scale / 2
+                continue
             val_loss = 10 ** (-val_psnr / 10) + lmbda * val_bpp
+            best_psnr = max(best_psnr, val_psnr)
             if val_loss < best_val:
                 best_val, stale = val_loss, 0
+                save_checkpoint(best_path)
             else:
                 stale += 1
                 if args.patience and stale >= args.patience and step - start_step > 2000:
