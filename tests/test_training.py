@@ -52,8 +52,11 @@ def test_weights_warm_start_skips_latent_layers_and_fingerprint_is_stable():
 
 
 def test_learning_rate_schedule():
-    args = train.parse_args(["--lr", "1e-3", "--lr-warmup", "10"])
+    args = train.parse_args(["--lr", "1e-3", "--lr-warmup", "10"])   # decay over the last 70 %
     assert train.learning_rate(args, 0, 0.0) == pytest.approx(1e-4)
-    assert train.learning_rate(args, 50, 0.5) == pytest.approx(1e-3)
+    assert train.learning_rate(args, 50, 0.25) == pytest.approx(1e-3)
     assert train.learning_rate(args, 50, 1.0) == pytest.approx(1e-4)
-    assert math.isclose(train.learning_rate(args, 50, 0.85), 1e-3 * (0.1 + 0.45), rel_tol=1e-6)
+    assert math.isclose(train.learning_rate(args, 50, 0.65), 1e-3 * (0.1 + 0.45), rel_tol=1e-6)
+    # a resumed run warms up again from where it resumed; scale halves it after a rollback
+    assert train.learning_rate(args, 500, 0.25, warm_from=500) == pytest.approx(1e-4)
+    assert train.learning_rate(args, 520, 0.25, warm_from=500, scale=0.5) == pytest.approx(5e-4)
