@@ -137,8 +137,8 @@ def test_processes_and_module_entry(images, tmp_path):
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(PIL_l3ic.__file__)))
     p = subprocess.run([sys.executable, "-m", "PIL_l3ic", "encode", str(images / "a.png"),
                         str(images / "b.jpg"), "-o", str(out), "-j", "2", "--processes"],
-                       capture_output=True, text=True, env=env, timeout=120)
-    assert p.returncode == 0, p.stderr
+                       capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr   # (cwd: not the checkout, which has no built _fse)
     assert sorted(x.name for x in out.iterdir()) == ["a.l3c", "b.l3c"]
 
 

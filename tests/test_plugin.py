@@ -3,6 +3,7 @@ import io
 import os
 import subprocess
 import sys
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -156,10 +157,13 @@ print(out.size[0], out.size[1], rss, 10 * np.log10(255 ** 2 / mse))
 
 def _big_roundtrip(w, h):
     """Encode and decode a w x h photo in a fresh process: (size, peak RSS bytes, PSNR)."""
-    sample = os.path.join(os.path.dirname(__file__), "..", "samples", "astronaut.png")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    res = subprocess.run([sys.executable, "-c", _BIG, str(w), str(h), sample], env=env,
-                         check=True, capture_output=True, text=True)
+    sample = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "samples",
+                                          "astronaut.png"))
+    # the package under test (checkout or installed copy), imported from a neutral cwd
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(PIL_l3ic.__file__))}
+    with tempfile.TemporaryDirectory() as cwd:
+        res = subprocess.run([sys.executable, "-c", _BIG, str(w), str(h), sample], env=env,
+                             check=True, capture_output=True, text=True, cwd=cwd)
     w2, h2, rss, db = res.stdout.split()
     return (int(w2), int(h2)), int(rss), float(db)
 
