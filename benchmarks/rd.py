@@ -324,14 +324,13 @@ def _merged_rows(path: str, codecs: dict, images: list) -> list[dict]:
         rows = [r for r in csv.DictReader(f) if r["codec"] not in codecs and r["image"] in wanted]
     all_codecs, _ = build_codecs()
     for r in rows:
-        for k in ("bytes",):
-            r[k] = int(r[k])
+        r["bytes"] = int(r["bytes"])
         for k in ("bpp", "psnr", "msssim", "enc_ms", "dec_ms"):
             r[k] = float(r[k])
         if r["codec"] != "l3ic":
             r["quality"] = float(r["quality"]) if "." in r["quality"] else int(r["quality"])
-        c = all_codecs[r["codec"]]
         if r["codec"] not in codecs:
+            c = all_codecs[r["codec"]]
             codecs[r["codec"]] = Codec(c.name, c.fmt, [], c.params, c.desc)
         if r["quality"] not in codecs[r["codec"]].qualities:
             codecs[r["codec"]].qualities.append(r["quality"])

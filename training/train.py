@@ -43,7 +43,8 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate")
     p.add_argument("--lr-warmup", type=int, default=300, help="steps of linear lr warm-up")
     p.add_argument("--decay-fraction", type=float, default=0.7, help="final part of the budget "
-                   "with cosine decay to lr/10 (a 32c run held 5e-4 for 5,500 steps, then collapsed)")
+                   "with cosine decay to lr/10 (a 32c run held 5e-4 for 5,500 steps, then "
+                   "collapsed)")
     p.add_argument("--noise-steps", type=int, default=1000, help="steps with uniform noise "
                    "instead of rounding")
     p.add_argument("--target-bpp", type=float, help="rate target of the estimate (rate control)")
@@ -126,8 +127,7 @@ def main(argv=None):
         arrays, _ = weights.load_npz(path)
         n = weights.assign_model_arrays(encoder, decoder, arrays, skip_latent_layers=True)
         print(f"warm start from {path}: {n} tensors", flush=True)
-    start_step = step  # a resumed run warms its learning rate up again: the first steps after a
-    # restart ran unclipped and blew up once (step 5,896 of the 32c run of 2026-12-01)
+    start_step = step  # the learning rate warms up from here (a resumed run warms up again)
 
     print("loading images ...", flush=True)
     sampler = data.PatchSampler(data.load_training_images(args.patch), args.patch, seed=args.seed + step)
@@ -184,15 +184,17 @@ def main(argv=None):
         np.savez(tmp, **arrays, **opt, **meta)
         os.replace(tmp, path)
 
+    rollbacks = 0
+
     def rollback(reason):
-        """Back to the best checkpoint with half the learning rate (a run that collapsed)."""
-        nonlocal_state["rollbacks"] += 1
-        if nonlocal_state["rollbacks"] > 5 or not os.path.exists(best_path):
+        """Back to the best checkpoint with half the learning rate (a run that collapsed):
+        (step, lmbda, best_val, best_psnr, clip_ema, lr_scale)."""
+        nonlocal rollbacks
+        rollbacks += 1
+        if rollbacks > 5 or not os.path.exists(best_path):
             raise SystemExit(f"{reason} at step {step}; no checkpoint to roll back to")
         print(f"{reason} at step {step}: back to {best_path}, lr x {lr_scale / 2:g}", flush=True)
-        return restore(best_path)
-
-    nonlocal_state = {"rollbacks": 0}
+        return (*restore(best_path), lr_scale / 2)
 
     curve_path = os.path.join(run_dir, "curve.csv")
     new_curve = not os.path.exists(curve_path) or step == 0
@@ -230,8 +232,8 @@ def main(argv=None):
             lmbda = min(max(lmbda, 1e-5), 1.0)
         step += 1
         if not math.isfinite(float(loss)):
-            step, lmbda, best_val, best_psnr, clip_ema = rollback("loss is not finite")
-            lr_scale, stats = lr_scale / 2, []
+            step, lmbda, best_val, best_psnr, clip_ema, lr_scale = rollback("loss is not finite")
+            stats = []
             continue
         stats.append((float(loss), float(mse), bpp))
         if step % args.eval_every == 0 or time.time() - t0 > budget:
@@ -246,9 +248,8 @@ def main(argv=None):
                   f"bpp-est {b:.3f} lambda {lmbda:.2e} lr {lr:.1e} | val psnr {val_psnr:.2f} "
                   f"bpp {val_bpp:.3f}", flush=True)
             if val_psnr < best_psnr - args.rollback_db:
-                step, lmbda, best_val, best_psnr, clip_ema = rollback(
+                step, lmbda, best_val, best_psnr, clip_ema, lr_scale = rollback(
                     f"validation PSNR fell to {val_psnr:.2f} dB (best {best_psnr:.2f})")
-                lr_scale = lr_scale / 2
                 continue
             val_loss = 10 ** (-val_psnr / 10) + lmbda * val_bpp
             best_psnr = max(best_psnr, val_psnr)
@@ -264,13 +265,11 @@ def main(argv=None):
             save_checkpoint()
             last_ckpt = time.time()
     save_checkpoint()
-    final = dict(step=step, lmbda=lmbda, channels=args.channels)
-    if args.name == quality:  # production run: update the committed weights
-        path = weights.save_committed(quality, weights.model_arrays(encoder, decoder), **final)
-    else:                     # experiment: keep its result in its run folder
-        path = os.path.join(run_dir, "final.npz")
-        np.savez_compressed(path, **weights.model_arrays(encoder, decoder),
-                            **{f"meta/{k}": np.asarray(v) for k, v in final.items()})
+    # a production run (default name) updates the committed weights; an experiment keeps its own
+    path = (weights.committed_path(quality) if args.name == quality
+            else os.path.join(run_dir, "final.npz"))
+    weights.save_weights(path, weights.model_arrays(encoder, decoder), step=step, lmbda=lmbda,
+                         channels=args.channels)
     print(f"done: {step} steps; weights in {path}", flush=True)
 
 

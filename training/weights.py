@@ -52,12 +52,16 @@ def committed_path(quality: str) -> str:
     return os.path.join(WEIGHTS_DIR, f"l3ic_{quality}.npz")
 
 
-def save_committed(quality: str, arrays: dict[str, np.ndarray], **info) -> str:
-    os.makedirs(WEIGHTS_DIR, exist_ok=True)
-    path = committed_path(quality)
+def save_weights(path: str, arrays: dict[str, np.ndarray], **info) -> str:
+    """Weights as compressed float16 with ``info`` as meta/ keys (the committed format)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     meta = {f"meta/{k}": np.asarray(v) for k, v in info.items()}
     np.savez_compressed(path, **{k: v.astype(np.float16) for k, v in arrays.items()}, **meta)
     return path
+
+
+def save_committed(quality: str, arrays: dict[str, np.ndarray], **info) -> str:
+    return save_weights(committed_path(quality), arrays, **info)
 
 
 def load_npz(path: str) -> tuple[dict[str, np.ndarray], dict]:
