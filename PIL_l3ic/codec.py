@@ -169,7 +169,8 @@ def _synthesise(net, lat: np.ndarray, H: int, W: int, gray: bool = False,
             def take(y, r0=r0, r1=r1, rs=rs, c0=c0, c1=c1, cs=cs):
                 _check_output(net, y, (1, 8 * wh, 8 * ww, 3))
                 Y0, Y1, X0, X1 = 8 * r0, min(8 * r1, H), 8 * c0, min(8 * c1, W)
-                px = np.rint(y[0, Y0 - 8 * rs:Y1 - 8 * rs, X0 - 8 * cs:X1 - 8 * cs])
+                px = y[0, Y0 - 8 * rs:Y1 - 8 * rs, X0 - 8 * cs:X1 - 8 * cs]
+                np.rint(px, out=px)             # in place: the output tensor is scratch now
                 np.clip(px, 0, 255, out=px)
                 if gray:   # Pillow's RGB -> L: (299 R + 587 G + 114 B) / 1000 in 16-bit fixed point
                     px = px.astype(np.uint32)

@@ -44,11 +44,26 @@ def build(quality, source=None):
     return encoder, decoder, weights.model_arrays(encoder, decoder), meta
 
 
+def pixel_decoder(decoder, channels):
+    """The decoder with its output mapping 255 (y + 1) / 2 folded into the last conv (depth-to-space
+    only moves values) and without the final clip: it outputs pixel values, unclipped; the codec
+    rounds and clips them. Three elementwise passes over the image fewer at run time."""
+    import keras
+
+    fresh = model.build_decoder(channels)
+    fresh.set_weights(decoder.get_weights())
+    conv = fresh.get_layer("dec_conv3")
+    kernel, bias = conv.get_weights()
+    conv.set_weights([kernel * 127.5, bias * 127.5 + 127.5])
+    return keras.Model(fresh.input, fresh.get_layer("to_unit").input)
+
+
 def tflite_pair(encoder, decoder, channels, variant):
     import tensorflow as tf
 
+    pixels = pixel_decoder(decoder, channels)
     enc_fn = tf.function(lambda x: encoder(x / 255.0, training=False))
-    dec_fn = tf.function(lambda z: decoder(z, training=False) * 255.0)
+    dec_fn = tf.function(lambda z: pixels(z, training=False))
     enc = convert(enc_fn, tf.TensorSpec([1, None, None, 3], tf.float32), variant)
     dec = convert(dec_fn, tf.TensorSpec([1, None, None, channels], tf.float32), variant)
     return enc, dec

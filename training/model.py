@@ -113,6 +113,17 @@ def soft_histogram_bits(z):
     return tf.reduce_mean(h)
 
 
+# MS-SSIM on training patches: the three finest scales of the standard five (a 64-pixel patch has
+# no room for more with the 11-pixel window), their weights renormalised to sum to 1.
+PATCH_MS_SSIM_WEIGHTS = tuple(w / (0.0448 + 0.2856 + 0.3001) for w in (0.0448, 0.2856, 0.3001))
+
+
+def ms_ssim_loss(x, x_hat):
+    """1 - MS-SSIM (three scales) of images in [0,1], averaged over the batch."""
+    return 1.0 - tf.reduce_mean(tf.image.ssim_multiscale(x, x_hat, 1.0,
+                                                         power_factors=PATCH_MS_SSIM_WEIGHTS))
+
+
 def empirical_bits(indices: np.ndarray, table_bytes_per_channel: float = 12.0) -> float:
     """Bits of a per-channel order-0 coder for one image's latent (h, w, N), including a rough table
     cost per channel: the figure to report before the real coder is available."""

@@ -10,7 +10,8 @@ The defaults are the recipe chosen in docs/training.md:
 - a per-channel soft-histogram rate estimate (matches the channel-wise entropy coder);
 - rate control: lambda follows the measured rate towards --target-bpp, so every run lands at the
   intended operating point and runs are compared at equal rate;
-- adaptive gradient clipping at 2x the running mean gradient norm.
+- adaptive gradient clipping at 2x the running mean gradient norm;
+- optionally an MS-SSIM term in the distortion (--ms-ssim-weight).
 Checkpoints (weights + optimizer) go to training/runs/<name>/ every --checkpoint-minutes; the
 learning curve to training/runs/<name>/curve.csv; the final weights to training/weights/ (committed)
 when the run has the default name (e.g. 32c), else to training/runs/<name>/final.npz.
@@ -23,6 +24,7 @@ import time
 
 import numpy as np
 
+from PIL_l3ic import metrics
 from training import data, model, weights
 
 DEFAULT_TARGET_BPP = {16: 0.46, 32: 0.76, 64: 1.35}
@@ -48,7 +50,10 @@ def parse_args(argv=None):
     p.add_argument("--noise-steps", type=int, default=1000, help="steps with uniform noise "
                    "instead of rounding")
     p.add_argument("--target-bpp", type=float, help="rate target of the estimate (rate control)")
-    p.add_argument("--lmbda", type=float, default=2e-3, help="initial lambda (per bpp, MSE on [0,1])")
+    p.add_argument("--lmbda", type=float, help="initial lambda (per bpp, MSE on [0,1]; default "
+                   "2e-3, or the resumed run's); rate control moves it towards --target-bpp")
+    p.add_argument("--ms-ssim-weight", type=float, default=0.03, help="distortion = MSE + this x "
+                   "(1 - MS-SSIM), images on [0,1]; 0: MSE only")
     p.add_argument("--rate-gain", type=float, default=0.003, help="0 disables rate control")
     p.add_argument("--no-clip", action="store_true")
     p.add_argument("--rollback-db", type=float, default=2.0, help="validation PSNR this far under "
@@ -112,7 +117,7 @@ def main(argv=None):
         return (int(meta["step"]), float(meta["lmbda"]), float(meta.get("best_val", "inf")),
                 float(meta.get("best_psnr", "-inf")), clip if math.isfinite(clip) else None)
 
-    step, lmbda, best_val, best_psnr, clip_ema = 0, args.lmbda, float("inf"), float("-inf"), None
+    step, lmbda, best_val, best_psnr, clip_ema = 0, 2e-3, float("inf"), float("-inf"), None
     stale, lr_scale = 0, 1.0
     if args.resume and os.path.exists(ckpt_path):
         step, lmbda, best_val, best_psnr, clip_ema = restore(ckpt_path)
@@ -127,6 +132,8 @@ def main(argv=None):
         arrays, _ = weights.load_npz(path)
         n = weights.assign_model_arrays(encoder, decoder, arrays, skip_latent_layers=True)
         print(f"warm start from {path}: {n} tensors", flush=True)
+    if args.lmbda is not None:  # e.g. a resumed run with a new distortion term
+        lmbda = args.lmbda
     start_step = step  # the learning rate warms up from here (a resumed run warms up again)
 
     print("loading images ...", flush=True)
@@ -147,8 +154,11 @@ def main(argv=None):
                 z = encoder(x, training=True)
                 x_hat = decoder(model.quantise(z, mode), training=True)
                 mse = tf.reduce_mean(tf.square(x - x_hat))
+                distortion = mse
+                if args.ms_ssim_weight:
+                    distortion += args.ms_ssim_weight * model.ms_ssim_loss(x, x_hat)
                 bpp = rate_bits(z) * bpp_per_bit
-                loss = mse + lam * bpp
+                loss = distortion + lam * bpp
             grads = tape.gradient(loss, variables)
             norm = tf.linalg.global_norm(grads)
             grads, _ = tf.clip_by_global_norm(grads, clip, use_norm=norm)
@@ -165,14 +175,16 @@ def main(argv=None):
         return q, decoder(q, training=False)
 
     def validate():
-        psnrs, bpps = [], []
+        """Mean PSNR, MS-SSIM and estimated bpp on the validation crops (8-bit pixels)."""
+        psnrs, ms_ssims, bpps = [], [], []
         for im in val_images:
             q, x_hat = infer(im[None])
-            mse = float(np.mean((np.round(x_hat[0].numpy() * 255) - np.round(im * 255)) ** 2))
-            psnrs.append(10 * np.log10(255.0 ** 2 / max(mse, 1e-10)))
+            decoded, original = np.round(x_hat[0].numpy() * 255), np.round(im * 255)
+            psnrs.append(metrics.psnr(decoded, original))
+            ms_ssims.append(metrics.ms_ssim(decoded, original))
             bits = model.empirical_bits(q[0].numpy().astype(np.int32))
             bpps.append(bits / (im.shape[0] * im.shape[1]))
-        return float(np.mean(psnrs)), float(np.mean(bpps))
+        return float(np.mean(psnrs)), float(np.mean(ms_ssims)), float(np.mean(bpps))
 
     def save_checkpoint(path=ckpt_path):
         arrays = weights.model_arrays(encoder, decoder)
@@ -202,7 +214,7 @@ def main(argv=None):
     writer = csv.writer(curve)
     if new_curve:
         writer.writerow(["step", "minutes", "loss", "mse", "bpp_estimate", "lambda", "lr",
-                         "val_psnr", "val_bpp"])
+                         "val_psnr", "val_bpp", "val_ms_ssim"])
     minutes_before = 0.0
     if not new_curve:
         with open(curve_path) as f:
@@ -237,21 +249,22 @@ def main(argv=None):
             continue
         stats.append((float(loss), float(mse), bpp))
         if step % args.eval_every == 0 or time.time() - t0 > budget:
-            val_psnr, val_bpp = validate()
+            val_psnr, val_ms_ssim, val_bpp = validate()
             l, m, b = np.mean(stats, axis=0)
             stats = []
             minutes = minutes_before + (time.time() - t0) / 60
             writer.writerow([step, f"{minutes:.2f}", f"{l:.6f}", f"{m:.6f}", f"{b:.4f}", f"{lmbda:.3e}",
-                             f"{lr:.2e}", f"{val_psnr:.3f}", f"{val_bpp:.4f}"])
+                             f"{lr:.2e}", f"{val_psnr:.3f}", f"{val_bpp:.4f}", f"{val_ms_ssim:.5f}"])
             curve.flush()
             print(f"step {step} {minutes:.1f} min  loss {l:.5f} train-psnr {10*np.log10(1/m):.2f} "
                   f"bpp-est {b:.3f} lambda {lmbda:.2e} lr {lr:.1e} | val psnr {val_psnr:.2f} "
-                  f"bpp {val_bpp:.3f}", flush=True)
+                  f"ms-ssim {val_ms_ssim:.4f} bpp {val_bpp:.3f}", flush=True)
             if val_psnr < best_psnr - args.rollback_db:
                 step, lmbda, best_val, best_psnr, clip_ema, lr_scale = rollback(
                     f"validation PSNR fell to {val_psnr:.2f} dB (best {best_psnr:.2f})")
                 continue
-            val_loss = 10 ** (-val_psnr / 10) + lmbda * val_bpp
+            val_loss = (10 ** (-val_psnr / 10) + args.ms_ssim_weight * (1 - val_ms_ssim)
+                        + lmbda * val_bpp)
             best_psnr = max(best_psnr, val_psnr)
             if val_loss < best_val:
                 best_val, stale = val_loss, 0
