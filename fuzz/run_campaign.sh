@@ -10,7 +10,8 @@
 # $FUZZ_WORK (default /tmp/l3ic_fuzz): seeds_<target>/ (regenerated every run by make_corpus.py with the
 # installed models), corpus_<target>/ (kept between runs), artifacts_<target>/ (crashes, leaks,
 # timeouts, OOMs: minimise and copy them to fuzz/regressions/<target>/), <target>.log.
-# The campaign runs at nice 15.  Limits: -timeout (wall, default 10 s; the harnesses also fail
+# The campaign runs at nice 15.  Limits: -timeout (wall, default 120 s: only a backstop, since a wall
+# limit also fires when the campaign is paused or starved; the harnesses themselves fail
 # any input that takes more than 2 s of CPU time), -rss_limit_mb, -malloc_limit_mb=1024.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -46,7 +47,7 @@ tail -1 "$WORK/seeds_$TARGET.log" >&2
 CORPUS="$WORK/corpus_$TARGET"
 ART="$WORK/artifacts_$TARGET"
 mkdir -p "$CORPUS" "$ART"
-COMMON=(-runs="$RUNS" -timeout="${FUZZ_TIMEOUT:-10}" -malloc_limit_mb=1024
+COMMON=(-runs="$RUNS" -timeout="${FUZZ_TIMEOUT:-120}" -malloc_limit_mb=1024
         -artifact_prefix="$ART/" -print_final_stats=1 -print_pcs=0)
 REG="$ROOT/fuzz/regressions"
 case "$TARGET" in

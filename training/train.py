@@ -155,7 +155,9 @@ def main(argv=None):
                 x_hat = decoder(model.quantise(z, mode), training=True)
                 mse = tf.reduce_mean(tf.square(x - x_hat))
                 distortion = mse
-                if args.ms_ssim_weight:
+                # not in the noise warm-up: an untrained decoder gives contrast-structure terms
+                # <= 0, whose fractional powers have infinite gradients (non-finite loss)
+                if args.ms_ssim_weight and mode == "hard":
                     distortion += args.ms_ssim_weight * model.ms_ssim_loss(x, x_hat)
                 bpp = rate_bits(z) * bpp_per_bit
                 loss = distortion + lam * bpp
