@@ -116,12 +116,41 @@ def soft_histogram_bits(z):
 # MS-SSIM on training patches: the three finest scales of the standard five (a 64-pixel patch has
 # no room for more with the 11-pixel window), their weights renormalised to sum to 1.
 PATCH_MS_SSIM_WEIGHTS = tuple(w / (0.0448 + 0.2856 + 0.3001) for w in (0.0448, 0.2856, 0.3001))
+_MS_SSIM_FLOOR = 0.01   # per-scale terms are clamped here before their fractional powers
+
+
+def _gaussian_filter(x, size=11, sigma=1.5):
+    """Separable Gaussian, 'valid', per channel (NHWC)."""
+    g = np.exp(-((np.arange(size) - size // 2) ** 2) / (2 * sigma ** 2))
+    g = tf.constant(g / g.sum(), x.dtype)
+    c = x.shape[-1]
+    x = tf.nn.depthwise_conv2d(x, tf.tile(tf.reshape(g, [size, 1, 1, 1]), [1, 1, c, 1]),
+                               [1, 1, 1, 1], "VALID")
+    return tf.nn.depthwise_conv2d(x, tf.tile(tf.reshape(g, [1, size, 1, 1]), [1, 1, c, 1]),
+                                  [1, 1, 1, 1], "VALID")
 
 
 def ms_ssim_loss(x, x_hat):
-    """1 - MS-SSIM (three scales) of images in [0,1], averaged over the batch."""
-    return 1.0 - tf.reduce_mean(tf.image.ssim_multiscale(x, x_hat, 1.0,
-                                                         power_factors=PATCH_MS_SSIM_WEIGHTS))
+    """1 - MS-SSIM of images in [0,1] (batch mean), the definition of PIL_l3ic.metrics and
+    tf.image.ssim_multiscale over PATCH_MS_SSIM_WEIGHTS, except that every per-scale term is
+    clamped at _MS_SSIM_FLOOR (not at 0): x ** 0.07 has an infinite gradient at 0, which a
+    badly decoded patch reaches (a non-finite loss in a 64c warm start)."""
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    terms = []
+    for i, _ in enumerate(PATCH_MS_SSIM_WEIGHTS):
+        if i:
+            x, x_hat = (tf.nn.avg_pool2d(t, 2, 2, "VALID") for t in (x, x_hat))
+        mx, my = _gaussian_filter(x), _gaussian_filter(x_hat)
+        sxx = _gaussian_filter(x * x) - mx * mx
+        syy = _gaussian_filter(x_hat * x_hat) - my * my
+        sxy = _gaussian_filter(x * x_hat) - mx * my
+        cs = (2 * sxy + c2) / (sxx + syy + c2)
+        if i == len(PATCH_MS_SSIM_WEIGHTS) - 1:   # the coarsest scale adds luminance
+            cs = cs * (2 * mx * my + c1) / (mx * mx + my * my + c1)
+        terms.append(tf.maximum(tf.reduce_mean(cs, axis=[1, 2]), _MS_SSIM_FLOOR))  # (batch, C)
+    ms_ssim = tf.reduce_prod(tf.stack(terms) ** tf.constant(PATCH_MS_SSIM_WEIGHTS)[:, None, None],
+                             axis=0)
+    return 1.0 - tf.reduce_mean(ms_ssim)
 
 
 def empirical_bits(indices: np.ndarray, table_bytes_per_channel: float = 12.0) -> float:
