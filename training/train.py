@@ -75,6 +75,22 @@ def parse_args(argv=None):
     return args
 
 
+def latent_channels_to_keep(arrays, channels, images, patch):
+    """Which latent channels of a warm-start source model to carry over, and the source's latent
+    means: all of them for a wider model; for a narrower one those whose rounded latent varies
+    most over 64 training patches (a proxy for the information they carry)."""
+    source_channels = arrays["encoder/enc_latent/1"].shape[0]
+    if source_channels <= channels:
+        return list(range(source_channels)), None
+    source = model.build_encoder(source_channels)
+    weights.assign_model_arrays(source, model.build_decoder(source_channels), arrays)
+    batch = data.PatchSampler(images, patch, seed=12345).batch(64)
+    z = np.round(np.clip(source(batch, training=False).numpy(), model.CODEBOOK_MIN,
+                         model.CODEBOOK_MAX)).reshape(-1, source_channels)
+    keep = sorted(np.argsort(-z.std(axis=0))[:channels].tolist())
+    return keep, z.mean(axis=0)
+
+
 def learning_rate(args, step, elapsed_fraction, warm_from=0, scale=1.0):
     """Linear warm-up over lr_warmup steps from step warm_from (0, or where a run resumed), then
     constant, then cosine decay to lr/10 over the last decay_fraction of the time budget."""
@@ -117,6 +133,8 @@ def main(argv=None):
         return (int(meta["step"]), float(meta["lmbda"]), float(meta.get("best_val", "inf")),
                 float(meta.get("best_psnr", "-inf")), clip if math.isfinite(clip) else None)
 
+    print("loading images ...", flush=True)
+    images = data.load_training_images(args.patch)
     step, lmbda, best_val, best_psnr, clip_ema = 0, 2e-3, float("inf"), float("-inf"), None
     stale, lr_scale = 0, 1.0
     if args.resume and os.path.exists(ckpt_path):
@@ -131,13 +149,14 @@ def main(argv=None):
         path = args.init_from if args.init_from.endswith(".npz") else weights.committed_path(args.init_from)
         arrays, _ = weights.load_npz(path)
         n = weights.assign_model_arrays(encoder, decoder, arrays, skip_latent_layers=True)
-        print(f"warm start from {path}: {n} tensors", flush=True)
+        keep, means = latent_channels_to_keep(arrays, args.channels, images, args.patch)
+        weights.assign_latent_channels(encoder, decoder, arrays, keep, means)
+        print(f"warm start from {path}: {n} tensors, latent channels {keep}", flush=True)
     if args.lmbda is not None:  # e.g. a resumed run with a new distortion term
         lmbda = args.lmbda
     start_step = step  # the learning rate warms up from here (a resumed run warms up again)
 
-    print("loading images ...", flush=True)
-    sampler = data.PatchSampler(data.load_training_images(args.patch), args.patch, seed=args.seed + step)
+    sampler = data.PatchSampler(images, args.patch, seed=args.seed + step)
     val_images = data.load_validation_images()
     print(f"{len(sampler.images)} training images (with scales), {len(val_images)} validation crops", flush=True)
     bpp_per_bit = args.channels / 64.0

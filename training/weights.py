@@ -39,6 +39,32 @@ def assign_model_arrays(encoder, decoder, arrays, skip_latent_layers=False) -> i
     return count
 
 
+def assign_latent_channels(encoder, decoder, arrays, keep, latent_means=None) -> None:
+    """Warm start of the two latent layers from a model with another channel count: source channel
+    keep[i] becomes channel i.  Channels beyond len(keep) (a wider model) keep their
+    fresh encoder weights (their latent must vary, or no gradient reaches them) and get zero
+    decoder weights, so the wider model starts out decoding
+    exactly like the source.  For a narrower model, latent_means (per source channel) moves the
+    dropped channels' mean contribution into the decoder bias."""
+    enc, dec = encoder.get_layer("enc_latent"), decoder.get_layer("dec_latent")
+    ek, eb = (arrays[f"encoder/enc_latent/{i}"].astype(np.float32) for i in (0, 1))
+    dk, db = (arrays[f"decoder/dec_latent/{i}"].astype(np.float32) for i in (0, 1))
+    keep = list(keep)
+    new_ek, new_eb = (np.asarray(w.numpy()) for w in enc.weights)
+    new_eb = 0.0 * new_eb
+    new_dk = np.zeros(dec.weights[0].shape, np.float32)
+    new_ek[..., :len(keep)], new_eb[:len(keep)] = ek[..., keep], eb[keep]
+    new_dk[:, :, :len(keep)] = dk[:, :, keep]
+    new_db = db.copy()
+    if latent_means is not None:
+        for c in sorted(set(range(ek.shape[-1])) - set(keep)):
+            new_db += latent_means[c] * dk[:, :, c].sum(axis=(0, 1))
+    enc.weights[0].assign(new_ek)
+    enc.weights[1].assign(new_eb)
+    dec.weights[0].assign(new_dk)
+    dec.weights[1].assign(new_db)
+
+
 def fingerprint(arrays: dict[str, np.ndarray]) -> str:
     """16 hex chars: first 8 bytes of SHA-256 over the weights (sorted keys, float32 bytes)."""
     h = hashlib.sha256()
