@@ -60,3 +60,63 @@ def test_learning_rate_schedule():
     # a resumed run warms up again from where it resumed; scale halves it after a rollback
     assert train.learning_rate(args, 500, 0.25, warm_from=500) == pytest.approx(1e-4)
     assert train.learning_rate(args, 520, 0.25, warm_from=500, scale=0.5) == pytest.approx(5e-4)
+
+
+def _trained_looking(enc, dec, seed):
+    """Give every layer (the zero-initialised ones too) random weights."""
+    rng = np.random.default_rng(seed)
+    for w in enc.weights + dec.weights:
+        if len(w.shape) == 4:
+            w.assign(rng.normal(0, 0.05, w.shape).astype(np.float32))
+
+
+def test_wider_warm_start_decodes_like_its_source():
+    e32, d32 = model.build_encoder(32), model.build_decoder(32)
+    _trained_looking(e32, d32, 2)
+    arrays = weights.model_arrays(e32, d32)
+    e64, d64 = model.build_encoder(64), model.build_decoder(64)
+    weights.assign_model_arrays(e64, d64, arrays, skip_latent_layers=True)
+    keep, means = train.latent_channels_to_keep(arrays, 64, None, 16)
+    assert keep == list(range(32)) and means is None
+    weights.assign_latent_channels(e64, d64, arrays, keep, means)
+    x = np.random.default_rng(3).random((1, 32, 32, 3)).astype(np.float32)
+    z32, z64 = e32(x).numpy(), e64(x).numpy()
+    np.testing.assert_allclose(z64[..., :32], z32, rtol=1e-5, atol=1e-5)
+    assert np.std(z64[..., 32:]) > 0.1      # new channels vary, so gradients reach them
+    q = np.round(z64)
+    np.testing.assert_allclose(d64(q).numpy(), d32(q[..., :32]).numpy(), atol=1e-5)
+
+
+def test_narrower_warm_start_keeps_the_most_varying_channels():
+    e32, d32 = model.build_encoder(32), model.build_decoder(32)
+    _trained_looking(e32, d32, 4)
+    arrays = weights.model_arrays(e32, d32)
+    images = [np.random.default_rng(5).random((80, 80, 3)).astype(np.float32)]
+    keep, means = train.latent_channels_to_keep(arrays, 16, images, 16)
+    batch = train.data.PatchSampler(images, 16, seed=12345).batch(64)
+    z = np.round(np.clip(e32(batch).numpy(), -15, 16)).reshape(-1, 32)
+    assert keep == sorted(np.argsort(-z.std(axis=0))[:16].tolist())
+    e16, d16 = model.build_encoder(16), model.build_decoder(16)
+    weights.assign_latent_channels(e16, d16, arrays, keep, means)
+    np.testing.assert_array_equal(d16.get_layer("dec_latent").kernel.numpy(),
+                                  arrays["decoder/dec_latent/0"][:, :, keep])
+    # a latent that sits at its means everywhere decodes the same with or without the dropped channels
+    mean_latent = np.broadcast_to(means.astype(np.float32), (1, 4, 4, 32))
+    inner = (slice(None), slice(1, 3), slice(1, 3))   # away from the zero padding
+    dec_in_32 = d32.get_layer("dec_latent")(d32.get_layer("inverse_scale")(mean_latent)).numpy()
+    dec_in_16 = d16.get_layer("dec_latent")(d16.get_layer("inverse_scale")(
+        np.ascontiguousarray(mean_latent[..., keep]))).numpy()
+    np.testing.assert_allclose(dec_in_16[inner], dec_in_32[inner], rtol=1e-4, atol=1e-4)
+
+
+def test_ms_ssim_loss_matches_tensorflow_and_stays_finite():
+    rng = np.random.default_rng(6)
+    x = tf.constant(rng.random((4, 64, 64, 3)).astype(np.float32))
+    y = tf.clip_by_value(x + rng.normal(0, 0.05, x.shape).astype(np.float32), 0, 1)
+    ref = 1 - tf.reduce_mean(tf.image.ssim_multiscale(x, y, 1.0,
+                                                      power_factors=model.PATCH_MS_SSIM_WEIGHTS))
+    assert float(model.ms_ssim_loss(x, y)) == pytest.approx(float(ref), abs=1e-5)
+    anti = tf.Variable(1.0 - x)      # contrast-structure terms < 0: tf's version has inf gradients
+    with tf.GradientTape() as tape:
+        loss = model.ms_ssim_loss(x, anti)
+    assert np.all(np.isfinite(tape.gradient(loss, anti).numpy()))

@@ -56,9 +56,10 @@ def assign_latent_channels(encoder, decoder, arrays, keep, latent_means=None) ->
     new_ek[..., :len(keep)], new_eb[:len(keep)] = ek[..., keep], eb[keep]
     new_dk[:, :, :len(keep)] = dk[:, :, keep]
     new_db = db.copy()
-    if latent_means is not None:
+    if latent_means is not None:   # the decoder sees latent x inverse scale
+        inverse_scale = float(arrays["decoder/inverse_scale/0"])
         for c in sorted(set(range(ek.shape[-1])) - set(keep)):
-            new_db += latent_means[c] * dk[:, :, c].sum(axis=(0, 1))
+            new_db += inverse_scale * latent_means[c] * dk[:, :, c].sum(axis=(0, 1))
     enc.weights[0].assign(new_ek)
     enc.weights[1].assign(new_eb)
     dec.weights[0].assign(new_dk)
