@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 from PIL_l3ic import codec, container, runtime
 from PIL_l3ic.container import ContainerError, Header
 
-# PSNR FLOOR on the astronaut's top-left 256x256 (2026-12-01: 16c 29.35, 32c 32.56, 64c 32.09)
-PSNR_FLOOR = {"16c": 28.0, "32c": 31.5, "64c": 31.0}
+# PSNR FLOOR on the astronaut's top-left 256x256 (2026-12-01, second session: 16c 30.62,
+# 32c 32.41, 64c 33.38)
+PSNR_FLOOR = {"16c": 29.6, "32c": 31.4, "64c": 32.4}
 
 
 def image(h, w, seed=0, channels=3):
