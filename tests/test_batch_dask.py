@@ -49,8 +49,10 @@ def test_cluster_matches_local_and_resumes(tree, local, client, tmp_path):
     assert sorted(f["file"] for f in d["failures"]) == sorted(str(tree / b) for b in BROKEN)
     assert d["runner"].startswith("Dask cluster") and 1 <= d["worker_processes"] <= 2
     assert outputs(out) == outputs(ref)                       # byte-identical
-    for k in ("bytes_in", "bytes_out", "pixels", "bpp", "mean_bpp"):
+    for k in ("bytes_in", "bytes_out", "pixels"):
         assert d[k] == ref_rep.as_dict()[k]
+    for k in ("bpp", "mean_bpp"):   # sums in completion order: equal up to rounding
+        assert d[k] == pytest.approx(ref_rep.as_dict()[k], rel=1e-12)
     rep = batch.convert([tree], out, client=client, progress=False)
     assert (rep.converted, rep.skipped, rep.failed) == (0, N_GOOD, 3)
     # decoding on the cluster gives the same PNGs as locally
