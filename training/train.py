@@ -85,8 +85,7 @@ def latent_channels_to_keep(arrays, channels, images, patch):
     source = model.build_encoder(source_channels)
     weights.assign_model_arrays(source, model.build_decoder(source_channels), arrays)
     batch = data.PatchSampler(images, patch, seed=12345).batch(64)
-    z = np.round(np.clip(source(batch, training=False).numpy(), model.CODEBOOK_MIN,
-                         model.CODEBOOK_MAX)).reshape(-1, source_channels)
+    z = model.quantise(source(batch, training=False), "eval").numpy().reshape(-1, source_channels)
     keep = sorted(np.argsort(-z.std(axis=0))[:channels].tolist())
     return keep, z.mean(axis=0)
 

@@ -41,17 +41,17 @@ def assign_model_arrays(encoder, decoder, arrays, skip_latent_layers=False) -> i
 
 def assign_latent_channels(encoder, decoder, arrays, keep, latent_means=None) -> None:
     """Warm start of the two latent layers from a model with another channel count: source channel
-    keep[i] becomes channel i.  Channels beyond len(keep) (a wider model) keep their
-    fresh encoder weights (their latent must vary, or no gradient reaches them) and get zero
-    decoder weights, so the wider model starts out decoding
-    exactly like the source.  For a narrower model, latent_means (per source channel) moves the
-    dropped channels' mean contribution into the decoder bias."""
+    keep[i] becomes channel i.  Channels beyond len(keep) (a wider model) keep their fresh
+    encoder weights (their latent must vary, or no gradient reaches them) and get zero decoder
+    weights, so the wider model starts out decoding exactly like the source.  For a narrower
+    model, latent_means (per source channel) moves the dropped channels' mean contribution into
+    the decoder bias."""
     enc, dec = encoder.get_layer("enc_latent"), decoder.get_layer("dec_latent")
     ek, eb = (arrays[f"encoder/enc_latent/{i}"].astype(np.float32) for i in (0, 1))
     dk, db = (arrays[f"decoder/dec_latent/{i}"].astype(np.float32) for i in (0, 1))
     keep = list(keep)
-    new_ek, new_eb = (np.asarray(w.numpy()) for w in enc.weights)
-    new_eb = 0.0 * new_eb
+    new_ek = np.asarray(enc.weights[0].numpy())   # fresh weights for the channels beyond keep
+    new_eb = np.zeros(enc.weights[1].shape, np.float32)
     new_dk = np.zeros(dec.weights[0].shape, np.float32)
     new_ek[..., :len(keep)], new_eb[:len(keep)] = ek[..., keep], eb[keep]
     new_dk[:, :, :len(keep)] = dk[:, :, keep]
@@ -85,10 +85,6 @@ def save_weights(path: str, arrays: dict[str, np.ndarray], **info) -> str:
     meta = {f"meta/{k}": np.asarray(v) for k, v in info.items()}
     np.savez_compressed(path, **{k: v.astype(np.float16) for k, v in arrays.items()}, **meta)
     return path
-
-
-def save_committed(quality: str, arrays: dict[str, np.ndarray], **info) -> str:
-    return save_weights(committed_path(quality), arrays, **info)
 
 
 def load_npz(path: str) -> tuple[dict[str, np.ndarray], dict]:
