@@ -6,6 +6,7 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
+from PIL_l3ic import metrics  # noqa: E402
 from training import model, train, weights  # noqa: E402
 
 
@@ -120,3 +121,12 @@ def test_ms_ssim_loss_matches_tensorflow_and_stays_finite():
     with tf.GradientTape() as tape:
         loss = model.ms_ssim_loss(x, anti)
     assert np.all(np.isfinite(tape.gradient(loss, anti).numpy()))
+
+
+def test_ssim_loss_matches_the_metric_of_the_results_table():
+    rng = np.random.default_rng(7)
+    x = rng.random((2, 48, 48, 3)).astype(np.float32)
+    y = np.clip(x + rng.normal(0, 0.08, x.shape), 0, 1).astype(np.float32)
+    want = np.mean([metrics.ssim(y[i] * 255, x[i] * 255) for i in range(2)])
+    assert 1 - float(model.ssim_loss(tf.constant(x), tf.constant(y))) == pytest.approx(want, abs=1e-5)
+    assert float(model.ssim_loss(tf.constant(x), tf.constant(x))) == pytest.approx(0.0, abs=1e-6)

@@ -153,6 +153,19 @@ def ms_ssim_loss(x, x_hat):
     return 1.0 - tf.reduce_mean(ms_ssim)
 
 
+def ssim_loss(x, x_hat):
+    """1 - SSIM of images in [0,1] at full resolution (batch and channel mean; the single-scale
+    SSIM of PIL_l3ic.metrics.ssim, 11-pixel Gaussian window): the MS-SSIM term gives this finest
+    scale only 7 % of its weight, and SSIM is one of the issue's targets."""
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    mx, my = _gaussian_filter(x), _gaussian_filter(x_hat)
+    sxx = _gaussian_filter(x * x) - mx * mx
+    syy = _gaussian_filter(x_hat * x_hat) - my * my
+    sxy = _gaussian_filter(x * x_hat) - mx * my
+    ssim = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+    return 1.0 - tf.reduce_mean(ssim)
+
+
 def empirical_bits(indices: np.ndarray, table_bytes_per_channel: float = 12.0) -> float:
     """Bits of a per-channel order-0 coder for one image's latent (h, w, N), including a rough table
     cost per channel: the figure to report before the real coder is available."""

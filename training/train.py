@@ -54,6 +54,8 @@ def parse_args(argv=None):
                    "2e-3, or the resumed run's); rate control moves it towards --target-bpp")
     p.add_argument("--ms-ssim-weight", type=float, default=0.03, help="distortion = MSE + this x "
                    "(1 - MS-SSIM), images on [0,1]; 0: MSE only")
+    p.add_argument("--ssim-weight", type=float, default=0.0, help="adds this x (1 - SSIM) at "
+                   "full resolution to the distortion")
     p.add_argument("--rate-gain", type=float, default=0.003, help="0 disables rate control")
     p.add_argument("--no-clip", action="store_true")
     p.add_argument("--rollback-db", type=float, default=2.0, help="validation PSNR this far under "
@@ -151,8 +153,8 @@ def main(argv=None):
         keep, means = latent_channels_to_keep(arrays, args.channels, images, args.patch)
         weights.assign_latent_channels(encoder, decoder, arrays, keep, means)
         print(f"warm start from {path}: {n} tensors, latent channels {keep}", flush=True)
-    if args.lmbda is not None:  # e.g. a resumed run with a new distortion term
-        lmbda = args.lmbda
+    if args.lmbda is not None:  # e.g. a resumed run with a new distortion term, whose validation
+        lmbda, best_val = args.lmbda, float("inf")  # loss is not comparable with the old best
     start_step = step  # the learning rate warms up from here (a resumed run warms up again)
 
     sampler = data.PatchSampler(images, args.patch, seed=args.seed + step)
@@ -177,6 +179,8 @@ def main(argv=None):
                 # <= 0, whose fractional powers have infinite gradients (non-finite loss)
                 if args.ms_ssim_weight and mode == "hard":
                     distortion += args.ms_ssim_weight * model.ms_ssim_loss(x, x_hat)
+                if args.ssim_weight and mode == "hard":
+                    distortion += args.ssim_weight * model.ssim_loss(x, x_hat)
                 bpp = rate_bits(z) * bpp_per_bit
                 loss = distortion + lam * bpp
             grads = tape.gradient(loss, variables)
@@ -195,16 +199,17 @@ def main(argv=None):
         return q, decoder(q, training=False)
 
     def validate():
-        """Mean PSNR, MS-SSIM and estimated bpp on the validation crops (8-bit pixels)."""
-        psnrs, ms_ssims, bpps = [], [], []
+        """Mean PSNR, MS-SSIM, SSIM and estimated bpp on the validation crops (8-bit pixels)."""
+        psnrs, ms_ssims, ssims, bpps = [], [], [], []
         for im in val_images:
             q, x_hat = infer(im[None])
             decoded, original = np.round(x_hat[0].numpy() * 255), np.round(im * 255)
             psnrs.append(metrics.psnr(decoded, original))
             ms_ssims.append(metrics.ms_ssim(decoded, original))
+            ssims.append(metrics.ssim(decoded, original))
             bits = model.empirical_bits(q[0].numpy().astype(np.int32))
             bpps.append(bits / (im.shape[0] * im.shape[1]))
-        return float(np.mean(psnrs)), float(np.mean(ms_ssims)), float(np.mean(bpps))
+        return tuple(float(np.mean(v)) for v in (psnrs, ms_ssims, ssims, bpps))
 
     def save_checkpoint(path=ckpt_path):
         arrays = weights.model_arrays(encoder, decoder)
@@ -234,7 +239,7 @@ def main(argv=None):
     writer = csv.writer(curve)
     if new_curve:
         writer.writerow(["step", "minutes", "loss", "mse", "bpp_estimate", "lambda", "lr",
-                         "val_psnr", "val_bpp", "val_ms_ssim"])
+                         "val_psnr", "val_bpp", "val_ms_ssim", "val_ssim"])
     minutes_before = 0.0
     if not new_curve:
         with open(curve_path) as f:
@@ -269,22 +274,22 @@ def main(argv=None):
             continue
         stats.append((float(loss), float(mse), bpp))
         if step % args.eval_every == 0 or time.time() - t0 > budget:
-            val_psnr, val_ms_ssim, val_bpp = validate()
+            val_psnr, val_ms_ssim, val_ssim, val_bpp = validate()
             l, m, b = np.mean(stats, axis=0)
             stats = []
             minutes = minutes_before + (time.time() - t0) / 60
             writer.writerow([step, f"{minutes:.2f}", f"{l:.6f}", f"{m:.6f}", f"{b:.4f}", f"{lmbda:.3e}",
-                             f"{lr:.2e}", f"{val_psnr:.3f}", f"{val_bpp:.4f}", f"{val_ms_ssim:.5f}"])
+                             f"{lr:.2e}", f"{val_psnr:.3f}", f"{val_bpp:.4f}", f"{val_ms_ssim:.5f}", f"{val_ssim:.5f}"])
             curve.flush()
             print(f"step {step} {minutes:.1f} min  loss {l:.5f} train-psnr {10*np.log10(1/m):.2f} "
                   f"bpp-est {b:.3f} lambda {lmbda:.2e} lr {lr:.1e} | val psnr {val_psnr:.2f} "
-                  f"ms-ssim {val_ms_ssim:.4f} bpp {val_bpp:.3f}", flush=True)
+                  f"ms-ssim {val_ms_ssim:.4f} ssim {val_ssim:.4f} bpp {val_bpp:.3f}", flush=True)
             if val_psnr < best_psnr - args.rollback_db:
                 step, lmbda, best_val, best_psnr, clip_ema, lr_scale = rollback(
                     f"validation PSNR fell to {val_psnr:.2f} dB (best {best_psnr:.2f})")
                 continue
             val_loss = (10 ** (-val_psnr / 10) + args.ms_ssim_weight * (1 - val_ms_ssim)
-                        + lmbda * val_bpp)
+                        + args.ssim_weight * (1 - val_ssim) + lmbda * val_bpp)
             best_psnr = max(best_psnr, val_psnr)
             if val_loss < best_val:
                 best_val, stale = val_loss, 0
