@@ -11,7 +11,7 @@
 # (fuzz/run_campaign.sh does that).  With gcc only, the extension uses gcc's libasan/libubsan and
 # atheris sees Python coverage only.
 #
-# libFuzzer binary: fuzz/fuzz_fse.c + _fse/fse.c with -fsanitize=fuzzer,address,undefined and
+# libFuzzer binary: fuzz/fuzz_fse.c + _fse/fse_*.c with -fsanitize=fuzzer,address,undefined and
 # -fno-sanitize-recover=all (every UBSan report aborts, i.e. is a crash).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -23,7 +23,8 @@ SRC="$(mktemp -d)"
 trap 'rm -rf "$SRC"' EXIT
 cp "$ROOT/setup.py" "$SRC/"
 mkdir -p "$SRC/_fse" "$SRC/PIL_l3ic"
-cp "$ROOT"/_fse/fse.c "$ROOT"/_fse/fse.h "$ROOT"/_fse/_fse.pyx "$SRC/_fse/"
+FSE_C=("$ROOT"/_fse/fse_*.c)   # the C coder (not _fse/_fse.c, which Cython generates)
+cp "${FSE_C[@]}" "$ROOT"/_fse/fse*.h "$ROOT"/_fse/_fse.pyx "$SRC/_fse/"
 
 EXTRA=""
 KIND=gcc
@@ -39,17 +40,17 @@ rm -rf "$OUT/ext"
 mkdir -p "$OUT/ext/PIL_l3ic"
 cp "$SRC"/PIL_l3ic/_fse*.so "$OUT/ext/PIL_l3ic/"
 echo "$KIND" > "$OUT/ext/KIND"
-# what was built (the fse.c under test may be uncommitted work)
-(cd "$ROOT" && { git rev-parse HEAD; sha256sum _fse/fse.c _fse/fse.h _fse/_fse.pyx; }) > "$OUT/ext/SOURCES"
+# what was built (the C coder under test may be uncommitted work)
+(cd "$ROOT" && { git rev-parse HEAD; sha256sum _fse/fse_*.c _fse/fse*.h _fse/_fse.pyx; }) > "$OUT/ext/SOURCES"
 
 if [ "$KIND" = clang ]; then
     "$CC" -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
         -fno-sanitize-recover=all -I"$ROOT/_fse" \
-        "$ROOT/fuzz/fuzz_fse.c" "$ROOT/_fse/fse.c" -lm -lpthread -o "$OUT/fuzz_fse"
+        "$ROOT/fuzz/fuzz_fse.c" "${FSE_C[@]}" -lm -lpthread -o "$OUT/fuzz_fse"
     # the same without the BMI2 clones of the coding loops (what CPUs without BMI2 run)
     "$CC" -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
         -fno-sanitize-recover=all -DFSE_NO_BMI2 -I"$ROOT/_fse" \
-        "$ROOT/fuzz/fuzz_fse.c" "$ROOT/_fse/fse.c" -lm -lpthread -o "$OUT/fuzz_fse_generic"
+        "$ROOT/fuzz/fuzz_fse.c" "${FSE_C[@]}" -lm -lpthread -o "$OUT/fuzz_fse_generic"
     echo "built $OUT/fuzz_fse $OUT/fuzz_fse_generic" >&2
 fi
 echo "built $(ls "$OUT"/ext/PIL_l3ic/_fse*.so)" >&2

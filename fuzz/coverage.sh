@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Coverage reached by the campaign corpora (docs/security.md), replayed without sanitizers:
-#   C      _fse/fse.c lines/branches/functions: fuzz/fuzz_fse.c built with clang source-based
-#          coverage, run over the fse corpus (-runs=0), llvm-cov report.
+#   C      _fse/fse_*.c + fse_internal.h lines/branches/functions: fuzz/fuzz_fse.c built with
+#          clang source-based coverage, run over the fse corpus (-runs=0), llvm-cov report.
 #   Python PIL_l3ic (container, codec, plugin, runtime) lines/branches: fuzz/replay.py
 #          --coverage over the decode corpus (coverage.py).
 #
@@ -16,9 +16,10 @@ LLVMCOV="$(command -v llvm-cov-"$VER" || command -v llvm-cov)"
 OUT="$ROOT/fuzz/build/cov"
 mkdir -p "$OUT"
 
-echo "== C: _fse/fse.c over $WORK/corpus_fse + seeds"
+FSE_C=("$ROOT"/_fse/fse_*.c)   # the C coder (not _fse/_fse.c, which Cython generates)
+echo "== C: _fse/fse_*.c over $WORK/corpus_fse + seeds"
 "$CC" -g -O1 -fsanitize=fuzzer -fprofile-instr-generate -fcoverage-mapping -I"$ROOT/_fse" \
-    "$ROOT/fuzz/fuzz_fse.c" "$ROOT/_fse/fse.c" -lm -lpthread -o "$OUT/fuzz_fse_cov"
+    "$ROOT/fuzz/fuzz_fse.c" "${FSE_C[@]}" -lm -lpthread -o "$OUT/fuzz_fse_cov"
 rm -f "$OUT"/*.profraw
 DIRS=("$WORK/corpus_fse")
 [ -d "$WORK/seeds_fse/fse" ] && DIRS+=("$WORK/seeds_fse/fse")
@@ -26,7 +27,8 @@ DIRS=("$WORK/corpus_fse")
 LLVM_PROFILE_FILE="$OUT/fse.profraw" nice -n 15 "$OUT/fuzz_fse_cov" -runs=0 "${DIRS[@]}" \
     >"$OUT/replay_fse.log" 2>&1
 "$PROFDATA" merge -sparse "$OUT/fse.profraw" -o "$OUT/fse.profdata"
-"$LLVMCOV" report "$OUT/fuzz_fse_cov" -instr-profile="$OUT/fse.profdata" "$ROOT/_fse/fse.c"
+"$LLVMCOV" report "$OUT/fuzz_fse_cov" -instr-profile="$OUT/fse.profdata" "${FSE_C[@]}" \
+    "$ROOT/_fse/fse_internal.h"   # its inline helpers (bit writer / reader)
 
 echo "== Python: PIL_l3ic over $WORK/corpus_decode + seeds"
 DIRS=("$WORK/corpus_decode")

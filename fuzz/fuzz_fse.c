@@ -1,5 +1,5 @@
 /*
- * libFuzzer harness for the entropy decoder alone (_fse/fse.c), built by fuzz/build_sanitized.sh
+ * libFuzzer harness for the entropy decoder alone (_fse/fse_*.c), built by fuzz/build_sanitized.sh
  * with -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all.
  *
  * The input is one stream as it would appear in a channel of a .l3c file.  Checked properties:

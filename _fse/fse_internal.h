@@ -1,0 +1,165 @@
+/*
+ * fse_internal.h -- internals shared by the C files of the table-based ANS
+ * coder (Finite State Entropy design) for PIL_l3ic.  Not part of the API
+ * (that is fse.h); nothing here is exported from the extension.
+ *
+ * Written from scratch for this project (no third-party coder vendored).
+ * Stream format, design notes and measurements: docs/entropy.md.
+ *
+ *   fse_tables.c   fse_init (log2 table, CPU features), small public helpers,
+ *                  count normalisation, table description, coding tables
+ *   fse_hash.c     content hash + histogram (generic, BMI2, AVX2)
+ *   fse_encode.c   fse_compress and the encoder loop (generic + BMI2 clone)
+ *   fse_decode.c   header parsing, fse_decompress and the decoder loop
+ *   fse_batch.c    the threaded batch calls
+ *
+ * Layout of a stream: one bit stream, LSB-first inside each byte:
+ *
+ *   2 bits  mode: 0 tANS (symbols <= 31), 1 tANS (any byte), 2 run, 3 raw
+ *   n       '0' + 15 bits if n < 2^15, else '1' + 5-bit length b + low b-1 bits
+ *   run:    8-bit symbol, zero padding to the byte; nothing else.
+ *   raw:    zero padding to the byte, then the n bytes; nothing else.
+ *   tANS:   table description (see hdr_write), then the tANS payload written
+ *           forwards by the encoder (symbols n-1 .. 0), then the final
+ *           states (state S-1 .. 1 in R bits, state 0 in R+1 bits whose top
+ *           bit, always 1, is the end marker), then zero padding to a byte.
+ *
+ * The S states start at 2^R + (R bits of a 64-bit hash of the symbols), so no
+ * checksum bytes are stored: the decoder reads the table description
+ * forwards and the payload backwards from the end marker, must consume the
+ * payload exactly (ending on its first bit), and every state must end at the
+ * value the hash of the decoded symbols gives.
+ */
+#ifndef L3IC_FSE_INTERNAL_H
+#define L3IC_FSE_INTERNAL_H
+
+#include "fse.h"
+
+#include <string.h>
+
+#if defined(__GNUC__)
+#define FSE_INLINE static inline __attribute__((always_inline))
+#define FSE_LIKELY(x) __builtin_expect(!!(x), 1)
+#define FSE_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#else
+#define FSE_INLINE static inline
+#define FSE_LIKELY(x) (x)
+#define FSE_UNLIKELY(x) (x)
+#endif
+
+/* internal symbols shared between the C files: not exported from the shared object */
+#if defined(__GNUC__) && !defined(_WIN32)
+#define FSE_HIDDEN __attribute__((visibility("hidden")))
+#else
+#define FSE_HIDDEN
+#endif
+
+#define FSE_MAX_L (1u << FSE_MAX_TABLELOG)
+#define RICE_ESC 6u          /* unary prefix length that switches to a plain R-bit count */
+
+/* ------------------------------------------------------------------------ */
+/* small helpers                                                              */
+/* ------------------------------------------------------------------------ */
+FSE_INLINE uint64_t rd64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; } /* LE host */
+FSE_INLINE void wr64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
+FSE_INLINE unsigned highbit32(uint32_t v) { return 31u - (unsigned)__builtin_clz(v); } /* v > 0 */
+FSE_INLINE unsigned bitlen32(uint32_t v) { return v ? highbit32(v) + 1u : 0u; }
+
+#if !(defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__)
+#error "the fse coder assumes a little-endian host"
+#endif
+
+/* set up by fse_init() (fse_tables.c) */
+FSE_HIDDEN extern float lg2[FSE_MAX_L + 2];   /* lg2[i] = log2(i), lg2[0] unused */
+FSE_HIDDEN extern int lg2_ready;
+
+/* x86-64 with GCC/Clang: the hot loops are also compiled for BMI2 and picked at run time */
+#if (defined(__x86_64__) || defined(_M_X64)) && defined(__GNUC__) && !defined(FSE_NO_BMI2)
+#define FSE_HAVE_BMI2 1
+FSE_HIDDEN extern int have_bmi2;
+FSE_HIDDEN extern int have_avx2;
+#else
+#define FSE_HAVE_BMI2 0
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* forward bit writer (LSB-first).  Invariant: nacc <= 7 after a flush.        */
+/* ------------------------------------------------------------------------ */
+typedef struct {
+    uint64_t acc;
+    unsigned nacc;
+    uint8_t *p;
+    uint8_t *lim;     /* p must stay <= lim so that an 8-byte store fits */
+    int overflow;
+} bitw;
+
+FSE_INLINE void bw_add(bitw *w, uint64_t v, unsigned nb) { w->acc |= v << w->nacc; w->nacc += nb; }
+FSE_INLINE void bw_flush(bitw *w)
+{
+    if (FSE_UNLIKELY(w->p > w->lim)) { w->overflow = 1; return; }
+    wr64(w->p, w->acc);
+    unsigned nbytes = w->nacc >> 3;
+    w->p += nbytes;
+    w->acc >>= nbytes * 8;   /* nbytes <= 7 */
+    w->nacc &= 7;
+}
+/* put up to 32 bits and flush */
+FSE_INLINE void bw_put(bitw *w, uint32_t v, unsigned nb) { bw_add(w, v, nb); bw_flush(w); }
+
+/* forward bit reader with bounds checks (stream header and table description only) */
+typedef struct {
+    const uint8_t *p;
+    size_t nbits;   /* bits available */
+    size_t pos;
+} bitr;
+
+FSE_INLINE int br_get(bitr *r, unsigned nb, uint32_t *out)   /* nb <= 32 */
+{
+    if (nb > r->nbits - r->pos || r->pos > r->nbits) return FSE_ERR_HDR_TRUNC;
+    uint64_t v = 0;
+    size_t byte = r->pos >> 3;
+    unsigned sh = (unsigned)(r->pos & 7);
+    unsigned need = (sh + nb + 7) >> 3;   /* <= 5 bytes */
+    for (unsigned j = 0; j < need; j++) v |= (uint64_t)r->p[byte + j] << (8 * j);
+    *out = (uint32_t)((v >> sh) & ((nb == 32) ? 0xFFFFFFFFull : ((1ull << nb) - 1)));
+    r->pos += nb;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* tables                                                                     */
+/* ------------------------------------------------------------------------ */
+/* table description (format: fse_tables.c): table log R, symbol range
+ * [lo, hi], the most frequent symbol, Rice parameter offset d, and the
+ * normalised counts q[lo..hi] (sum 2^R) */
+typedef struct {
+    unsigned R, lo, hi, peak, d, small;
+    uint32_t q[256];
+} tdesc;
+
+/* decoder table entry: state x decodes sym, reads nb bits, next state = base + bits */
+typedef struct { uint16_t base; uint8_t sym; uint8_t nb; } dentry;
+/* encoder symbol transform: nb = (x + deltaNb) >> 16, next x = stp[x >> nb] */
+typedef struct { const uint16_t *stp; uint32_t deltaNb; uint32_t pad; } symtt;
+
+typedef struct {
+    /* state table at st[FSE_MAX_L ..]: stp = slots - q stays inside the array */
+    uint16_t st[2 * FSE_MAX_L];
+    symtt tt[256];
+} etable;
+
+/* fse_tables.c */
+FSE_HIDDEN void normalize(uint32_t *q, const uint32_t *cnt, unsigned lo, unsigned hi,
+                          uint64_t n, unsigned R);
+FSE_HIDDEN unsigned hdr_cost(tdesc *t);              /* chooses t->d */
+FSE_HIDDEN void hdr_write(bitw *w, const tdesc *t);
+FSE_HIDDEN int hdr_read(bitr *r, tdesc *t, unsigned mode);   /* after mode and n */
+FSE_HIDDEN void build_dtable(dentry *T, const tdesc *t);
+FSE_HIDDEN void build_etable(etable *E, const tdesc *t);
+
+/* fse_hash.c */
+/* histogram of the symbols and the content hash, in one pass; returns the hash */
+FSE_HIDDEN uint64_t histogram_hash(uint32_t h[256], const uint8_t *src, size_t n);
+FSE_HIDDEN uint64_t hash_symbols(const uint8_t *src, size_t n);
+
+#endif
