@@ -1,5 +1,6 @@
 """Convert collections of images to and from ``.l3c``: a list, a glob or a folder tree, mirrored
-under a destination, on a local process pool or a Dask cluster (``PIL_l3ic.batch_dask``).
+under a destination, on a local process pool (``PIL_l3ic.batch_local``) or a Dask cluster
+(``PIL_l3ic.batch_dask``); the ``Report`` is ``PIL_l3ic.batch_report``'s.
 
     from PIL_l3ic import batch
     rep = batch.convert(["photos/"], "out/", quality="32c")            # local pool, one per core
@@ -30,34 +31,19 @@ from __future__ import annotations
 
 import glob
 import io
-import json
-import multiprocessing
 import os
 import socket
 import sys
 import time
 import uuid
-from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
+
+from PIL_l3ic.batch_local import cpu_count, init_worker, local_runner  # noqa: F401  (batch's API)
+from PIL_l3ic.batch_report import Report
+from PIL_l3ic.conversion import decode_as, metadata, output_format, pillow
 
 L3C = ".l3c"
-_NO_ALPHA = ("JPEG", "BMP", "PPM")
-_META = ("icc_profile", "exif", "xmp")
 _PLUGIN_MODES = {"RGB", "L", "RGBA", "LA", "P", "PA", "1", "CMYK", "I", "F", "I;16", "I;16L",
                  "I;16B", "I;16N"}
-
-
-def _pillow():
-    from PIL import Image
-    import PIL_l3ic  # noqa: F401  (registers L3IC)
-    return Image
-
-
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 # ----------------------------------------------------------------------------- planning
@@ -65,7 +51,7 @@ def cpu_count() -> int:
 def _extensions(kind: str) -> set[str]:
     if kind == "decode":
         return {L3C}
-    Image = _pillow()
+    Image = pillow()
     return {e for e, f in Image.registered_extensions().items() if f in Image.OPEN} - {L3C}
 
 
@@ -114,15 +100,6 @@ def plan(sources, dest, suffix: str, kind: str = "encode"):
 
 # ----------------------------------------------------------------------------- workers
 
-def init_worker(threads: int | None = None, warm=()) -> None:
-    """Per process, once: codec threads and models loaded (``warm``: qualities to encode)."""
-    from PIL_l3ic import runtime
-    if threads and threads != runtime.num_threads():   # a change drops loaded interpreters
-        runtime.set_num_threads(threads)
-    for q in warm:
-        runtime.network(q, "encoder")
-
-
 def run_chunk(kind: str, pairs, opts: dict) -> list[dict]:
     """Convert a chunk of ``(src, dst)``; one row per file, never raises for a file's fault."""
     return [_one(kind, src, dst, opts) for src, dst in pairs]
@@ -162,11 +139,10 @@ def _row(src, dst, pixels, bpp_bytes):
 
 
 def _encode(src, dst, opts) -> dict:
-    Image = _pillow()
+    Image = pillow()
     with Image.open(src) as im:
         im.load()
-        meta = ({"icc_profile": None} if opts.get("strip")
-                else {k: im.info[k] for k in _META if im.info.get(k)})
+        meta = metadata(im, opts.get("strip"))
         if im.mode not in _PLUGIN_MODES:     # YCbCr, LAB, HSV, RGBX, ...: as the CLI does
             im = im.convert("RGBA" if {"A", "a"} & set(im.getbands()) else "RGB")
         buf = io.BytesIO()
@@ -177,16 +153,8 @@ def _encode(src, dst, opts) -> dict:
 
 
 def _decode(src, dst, opts) -> dict:
-    Image, fmt = _pillow(), opts["format"]
-    with Image.open(src) as im:
-        if im.format != "L3IC":
-            raise ValueError(f"not an l3ic file (Pillow reads it as {im.format})")
-        im.load()
-        out = im.convert(im.mode[:-1]) if fmt in _NO_ALPHA and im.mode in ("RGBA", "LA") else im
-        buf = io.BytesIO()
-        out.save(buf, format=fmt, **{k: im.info[k] for k in _META if im.info.get(k)})
-        pixels = im.width * im.height
-    write_atomic(dst, buf.getvalue(), opts.get("fsync", True))
+    data, pixels = decode_as(src, opts["format"])
+    write_atomic(dst, data, opts.get("fsync", True))
     return _row(src, dst, pixels, os.path.getsize(src))
 
 
@@ -197,7 +165,7 @@ def _fresh(kind, src, dst, opts) -> dict | None:
             return None
     except FileNotFoundError:
         return None
-    Image = _pillow()
+    Image = pillow()
     if kind == "encode":
         from PIL_l3ic import container, runtime
         with open(dst, "rb") as f:
@@ -245,124 +213,6 @@ def _write_data(f, data: bytes) -> None:   # a seam for tests (slow writes, kill
     f.write(data)
 
 
-# ----------------------------------------------------------------------------- local pool
-
-def local_runner(workers: int | None = None, threads: int | None = None, warm=()):
-    """A process pool (spawned, ``workers`` processes, default one per core); each process
-    runs ``init_worker(threads, warm)`` once (threads default: cores // workers)."""
-    n = workers or cpu_count()
-    threads = threads or max(1, cpu_count() // n)
-
-    def run(fn, tasks, in_flight: int | None = None):
-        tasks, pending, ex, window = iter(tasks), {}, None, in_flight or 4 * n
-        try:
-            while True:
-                ex = ex or ProcessPoolExecutor(n, mp_context=multiprocessing.get_context(
-                    "spawn"), initializer=init_worker, initargs=(threads, tuple(warm)))
-                broken = False
-                for t in tasks:          # keep a bounded window in flight
-                    try:
-                        pending[ex.submit(fn, *t)] = t
-                    except BrokenExecutor as e:
-                        broken = True
-                        yield t, e
-                        break
-                    if len(pending) >= window:
-                        break
-                if not pending and not broken:
-                    return
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                broken = broken or any(isinstance(f.exception(), BrokenExecutor) for f in done)
-                if broken:               # a process died (crash, OOM kill): all in flight fail
-                    done, _ = wait(pending)
-                for f in done:
-                    t, e = pending.pop(f), f.exception()
-                    yield t, (e if e is not None else f.result())
-                if broken:               # ... and a new pool takes the rest
-                    ex.shutdown(wait=False, cancel_futures=True)
-                    ex = None
-        finally:
-            if ex is not None:
-                ex.shutdown(wait=True, cancel_futures=True)
-    run.description = f"local process pool ({n} workers x {threads} threads)"
-    return run
-
-
-# ----------------------------------------------------------------------------- report
-
-@dataclass
-class Report:
-    """Final report: counts, bytes and pixels over converted + skipped files, throughput over
-    converted files.  ``text()`` and ``as_dict()`` (JSON-ready)."""
-    kind: str
-    settings: dict
-    runner: str = ""
-    files: int = 0
-    converted: int = 0
-    skipped: int = 0
-    failures: list = field(default_factory=list)     # [(file, reason)]
-    bytes_in: int = 0
-    bytes_out: int = 0
-    pixels: int = 0
-    bpp_sum: float = 0.0
-    converted_pixels: int = 0
-    elapsed_s: float = 0.0
-    processes: set = field(default_factory=set)
-
-    @property
-    def failed(self) -> int:
-        return len(self.failures)
-
-    def add(self, row: dict) -> None:
-        if row["status"] == "failed":
-            self.failures.append((row["src"], row["reason"]))
-            return
-        self.converted += row["status"] == "converted"
-        self.skipped += row["status"] == "skipped"
-        self.bytes_in += row["bytes_in"]
-        self.bytes_out += row["bytes_out"]
-        self.pixels += row["pixels"]
-        self.bpp_sum += row["bpp"]
-        if row["status"] == "converted":
-            self.converted_pixels += row["pixels"]
-            self.processes.add(row["proc"])
-
-    def as_dict(self) -> dict:
-        done, l3c = self.converted + self.skipped, (self.bytes_out if self.kind == "encode"
-                                                      else self.bytes_in)
-        t = max(self.elapsed_s, 1e-9)
-        return {"kind": self.kind, "settings": self.settings, "runner": self.runner,
-                "files": self.files, "converted": self.converted, "skipped": self.skipped,
-                "failed": self.failed, "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
-                "pixels": self.pixels, "bpp": 8 * l3c / self.pixels if self.pixels else None,
-                "mean_bpp": self.bpp_sum / done if done else None,
-                "elapsed_s": round(self.elapsed_s, 3),
-                "images_per_s": self.converted / t,
-                "mpixels_per_s": self.converted_pixels / t / 1e6,
-                "worker_processes": len(self.processes),
-                "failures": [{"file": f, "reason": r} for f, r in self.failures]}
-
-    def to_json(self) -> str:
-        return json.dumps(self.as_dict(), indent=1)
-
-    def text(self, failures: bool = True) -> str:
-        """The report as text; ``failures``: list the failed files (one line each)."""
-        d = self.as_dict()
-        bpp = f", {d['bpp']:.3f} bpp (mean per file {d['mean_bpp']:.3f})" if d["pixels"] else ""
-        lines = [f"{self.kind}: {self.files} files: {self.converted} converted, {self.skipped} "
-                 f"skipped (up to date), {self.failed} failed",
-                 f"  {_size(self.bytes_in)} -> {_size(self.bytes_out)}{bpp}",
-                 f"  {self.elapsed_s:.2f} s, {d['images_per_s']:.2f} images/s, "
-                 f"{d['mpixels_per_s']:.3f} MP/s on {self.runner}"]
-        lines += [f"  failed: {f}: {r}" for f, r in self.failures] if failures else []
-        return "\n".join(lines)
-
-
-def _size(n: float) -> str:
-    return next((f"{n / 10 ** e:.1f} {u}" for e, u in ((9, "GB"), (6, "MB"), (3, "kB"))
-                 if n >= 10 ** e), f"{int(n)} B")
-
-
 # ----------------------------------------------------------------------------- API
 
 def convert(sources, dest=None, quality="32c", *, client=None, scheduler=None, workers=None,
@@ -391,13 +241,7 @@ def decode(sources, dest=None, format="png", *, client=None, scheduler=None, wor
            fsync=True) -> Report:
     """Decode ``.l3c`` files (list, glob or folder tree) to ``format`` (any Pillow writes;
     "png", "jpg", "tiff", ...) under ``dest``; other arguments as for ``convert``."""
-    Image = _pillow()
-    Image.init()
-    fmt = Image.EXTENSION.get("." + format.lower(), format.upper())
-    exts = [e for e, f in Image.EXTENSION.items() if f == fmt]
-    if fmt not in Image.SAVE or not exts:
-        raise ValueError(f"Pillow cannot write format {format!r}")
-    suffix = f".{format.lower()}" if f".{format.lower()}" in exts else exts[0]
+    fmt, suffix = output_format(format)
     return _run("decode", sources, dest, suffix, {"format": fmt},
                 {"format": fmt, "force": force, "fsync": fsync}, (), client, scheduler, workers,
                 progress, report, log, chunksize)

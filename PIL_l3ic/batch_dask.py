@@ -25,6 +25,7 @@ from distributed.comm import get_address_host
 from distributed.utils import is_kernel
 
 from PIL_l3ic import batch
+from PIL_l3ic.conversion import pillow
 
 _SHAPE = {"RGB": 3, "L": None, "RGBA": 4, "LA": 2}
 
@@ -114,7 +115,7 @@ def load(path: str) -> np.ndarray:
 
 
 def _load(path: str) -> np.ndarray:
-    Image = batch._pillow()
+    Image = pillow()
     with Image.open(path) as im:
         if im.format != "L3IC":
             raise ValueError(f"{path}: not an l3ic file (Pillow reads it as {im.format})")

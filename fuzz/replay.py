@@ -41,7 +41,8 @@ def main(argv=None) -> int:
     cov = None
     if args.coverage:
         import coverage
-        encode_only = ["cli.py", "bench.py", "batch.py", "batch_dask.py", "metrics.py",
+        encode_only = ["cli.py", "cli_convert.py", "bench.py", "batch.py", "batch_dask.py",
+                       "batch_local.py", "batch_report.py", "conversion.py", "metrics.py",
                        "__main__.py"]
         cov = coverage.Coverage(branch=True, source=["PIL_l3ic"],
                                 omit=[f"*/{name}" for name in encode_only])
