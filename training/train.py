@@ -131,12 +131,16 @@ def main(argv=None):
         for v, a in zip(optimizer.variables, meta["optimizer"]):
             v.assign(a)
         clip = float(meta.get("clip_ema", "nan"))
-        return (int(meta["step"]), float(meta["lmbda"]), float(meta.get("best_val", "inf")),
+        best = np.ravel(meta.get("best_val", np.inf)).astype(float)  # (distortion, bpp); older
+        best = (best[0], best[1] if best.size > 1 else 0.0)           # checkpoints: a scalar loss
+        return (int(meta["step"]), float(meta["lmbda"]), best,
                 float(meta.get("best_psnr", "-inf")), clip if math.isfinite(clip) else None)
 
     print("loading images ...", flush=True)
     images = data.load_training_images(args.patch)
-    step, lmbda, best_val, best_psnr, clip_ema = 0, 2e-3, float("inf"), float("-inf"), None
+    # best_val: (distortion, bpp) of the best validation so far, compared at the current lambda
+    # (rate control moves lambda, so losses at different lambdas are not comparable)
+    step, lmbda, best_val, best_psnr, clip_ema = 0, 2e-3, (np.inf, 0.0), float("-inf"), None
     stale, lr_scale = 0, 1.0
     if args.resume and os.path.exists(ckpt_path):
         step, lmbda, best_val, best_psnr, clip_ema = restore(ckpt_path)
@@ -154,7 +158,7 @@ def main(argv=None):
         weights.assign_latent_channels(encoder, decoder, arrays, keep, means)
         print(f"warm start from {path}: {n} tensors, latent channels {keep}", flush=True)
     if args.lmbda is not None:  # e.g. a resumed run with a new distortion term, whose validation
-        lmbda, best_val = args.lmbda, float("inf")  # loss is not comparable with the old best
+        lmbda, best_val = args.lmbda, (np.inf, 0.0)  # not comparable with the old best
     start_step = step  # the learning rate warms up from here (a resumed run warms up again)
 
     sampler = data.PatchSampler(images, args.patch, seed=args.seed + step)
@@ -214,7 +218,7 @@ def main(argv=None):
     def save_checkpoint(path=ckpt_path):
         arrays = weights.model_arrays(encoder, decoder)
         opt = {f"opt/{i}": v.numpy() for i, v in enumerate(optimizer.variables)}
-        meta = {"meta/step": step, "meta/lmbda": lmbda, "meta/best_val": best_val,
+        meta = {"meta/step": step, "meta/lmbda": lmbda, "meta/best_val": np.array(best_val),
                 "meta/best_psnr": best_psnr,
                 "meta/clip_ema": clip_ema if clip_ema is not None else float("nan")}
         tmp = path + ".tmp.npz"
@@ -288,11 +292,11 @@ def main(argv=None):
                 step, lmbda, best_val, best_psnr, clip_ema, lr_scale = rollback(
                     f"validation PSNR fell to {val_psnr:.2f} dB (best {best_psnr:.2f})")
                 continue
-            val_loss = (10 ** (-val_psnr / 10) + args.ms_ssim_weight * (1 - val_ms_ssim)
-                        + args.ssim_weight * (1 - val_ssim) + lmbda * val_bpp)
+            val_distortion = (10 ** (-val_psnr / 10) + args.ms_ssim_weight * (1 - val_ms_ssim)
+                              + args.ssim_weight * (1 - val_ssim))
             best_psnr = max(best_psnr, val_psnr)
-            if val_loss < best_val:
-                best_val, stale = val_loss, 0
+            if val_distortion + lmbda * val_bpp < best_val[0] + lmbda * best_val[1]:
+                best_val, stale = (val_distortion, val_bpp), 0
                 save_checkpoint(best_path)
             else:
                 stale += 1
