@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from PIL_l3ic import codec, container, runtime
 from PIL_l3ic.container import ContainerError, Header
 
-# PSNR FLOOR on the astronaut's top-left 256x256 (2026-12-01, second session: 16c 30.62,
-# 32c 32.41, 64c 33.38)
-PSNR_FLOOR = {"16c": 29.6, "32c": 31.4, "64c": 32.4}
+# PSNR FLOOR on the astronaut's top-left 256x256 (2026-12-01, third session: 16c 30.30,
+# 32c 32.83, 64c 34.13)
+PSNR_FLOOR = {"16c": 29.3, "32c": 31.8, "64c": 33.1}
 
 
 def image(h, w, seed=0, channels=3):

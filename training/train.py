@@ -54,7 +54,7 @@ def parse_args(argv=None):
                    "2e-3, or the resumed run's); rate control moves it towards --target-bpp")
     p.add_argument("--ms-ssim-weight", type=float, default=0.03, help="distortion = MSE + this x "
                    "(1 - MS-SSIM), images on [0,1]; 0: MSE only")
-    p.add_argument("--ssim-weight", type=float, default=0.0, help="adds this x (1 - SSIM) at "
+    p.add_argument("--ssim-weight", type=float, default=0.01, help="adds this x (1 - SSIM) at "
                    "full resolution to the distortion")
     p.add_argument("--rate-gain", type=float, default=0.003, help="0 disables rate control")
     p.add_argument("--no-clip", action="store_true")
