@@ -130,23 +130,29 @@ def _gaussian_filter(x, size=11, sigma=1.5):
                                   [1, 1, 1, 1], "VALID")
 
 
+def _ssim_maps(x, y):
+    """SSIM's luminance and contrast-structure maps of images in [0,1] (11-pixel Gaussian window,
+    'valid'), shared by the SSIM and MS-SSIM losses."""
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    mx, my = _gaussian_filter(x), _gaussian_filter(y)
+    sxx = _gaussian_filter(x * x) - mx * mx
+    syy = _gaussian_filter(y * y) - my * my
+    sxy = _gaussian_filter(x * y) - mx * my
+    return (2 * mx * my + c1) / (mx * mx + my * my + c1), (2 * sxy + c2) / (sxx + syy + c2)
+
+
 def ms_ssim_loss(x, x_hat):
     """1 - MS-SSIM of images in [0,1] (batch mean), the definition of PIL_l3ic.metrics and
     tf.image.ssim_multiscale over PATCH_MS_SSIM_WEIGHTS, except that every per-scale term is
     clamped at _MS_SSIM_FLOOR (not at 0): x ** 0.07 has an infinite gradient at 0, which a
     badly decoded patch reaches (a non-finite loss in a 64c warm start)."""
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
     terms = []
     for i, _ in enumerate(PATCH_MS_SSIM_WEIGHTS):
         if i:
             x, x_hat = (tf.nn.avg_pool2d(t, 2, 2, "VALID") for t in (x, x_hat))
-        mx, my = _gaussian_filter(x), _gaussian_filter(x_hat)
-        sxx = _gaussian_filter(x * x) - mx * mx
-        syy = _gaussian_filter(x_hat * x_hat) - my * my
-        sxy = _gaussian_filter(x * x_hat) - mx * my
-        cs = (2 * sxy + c2) / (sxx + syy + c2)
+        luminance, cs = _ssim_maps(x, x_hat)
         if i == len(PATCH_MS_SSIM_WEIGHTS) - 1:   # the coarsest scale adds luminance
-            cs = cs * (2 * mx * my + c1) / (mx * mx + my * my + c1)
+            cs = cs * luminance
         terms.append(tf.maximum(tf.reduce_mean(cs, axis=[1, 2]), _MS_SSIM_FLOOR))  # (batch, C)
     ms_ssim = tf.reduce_prod(tf.stack(terms) ** tf.constant(PATCH_MS_SSIM_WEIGHTS)[:, None, None],
                              axis=0)
@@ -157,13 +163,8 @@ def ssim_loss(x, x_hat):
     """1 - SSIM of images in [0,1] at full resolution (batch and channel mean; the single-scale
     SSIM of PIL_l3ic.metrics.ssim, 11-pixel Gaussian window): the MS-SSIM term gives this finest
     scale only 7 % of its weight, and SSIM is one of the issue's targets."""
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
-    mx, my = _gaussian_filter(x), _gaussian_filter(x_hat)
-    sxx = _gaussian_filter(x * x) - mx * mx
-    syy = _gaussian_filter(x_hat * x_hat) - my * my
-    sxy = _gaussian_filter(x * x_hat) - mx * my
-    ssim = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
-    return 1.0 - tf.reduce_mean(ssim)
+    luminance, cs = _ssim_maps(x, x_hat)
+    return 1.0 - tf.reduce_mean(luminance * cs)
 
 
 def empirical_bits(indices: np.ndarray, table_bytes_per_channel: float = 12.0) -> float:

@@ -90,8 +90,8 @@ def save_weights(path: str, arrays: dict[str, np.ndarray], **info) -> str:
 def load_npz(path: str) -> tuple[dict[str, np.ndarray], dict]:
     with np.load(path) as f:
         arrays = {k: f[k] for k in f.files if not k.startswith(("meta/", "opt/"))}
-        meta = {k[5:]: f[k].item() if f[k].size == 1 else f[k] for k in f.files
-                if k.startswith("meta/")}
+        meta = {k[5:]: v.item() if v.size == 1 else v      # best_val is a (distortion, bpp) pair
+                for k, v in ((k, f[k]) for k in f.files if k.startswith("meta/"))}
         opt = [f[f"opt/{i}"] for i in range(sum(k.startswith("opt/") for k in f.files))]
     meta["optimizer"] = opt
     return arrays, meta
