@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 from PIL_l3ic.cli_convert import check_output, cmd_decode, cmd_encode, codec_image, write_output
-from PIL_l3ic.cli_convert import decode_file, encode_file  # noqa: F401  (still cli's API)
 from PIL_l3ic.conversion import metadata, pillow
 from PIL_l3ic.runtime import QUALITIES, QUALITY_BY_ID
 
