@@ -57,6 +57,9 @@ def parse_args(argv=None):
     p.add_argument("--ssim-weight", type=float, default=0.01, help="adds this x (1 - SSIM) at "
                    "full resolution to the distortion")
     p.add_argument("--rate-gain", type=float, default=0.003, help="0 disables rate control")
+    p.add_argument("--reset-optimizer", action="store_true", help="resume the weights but start Adam "
+                   "afresh: after a change of the loss, moment estimates at the old gradient scale "
+                   "make the first few hundred steps far too large")
     p.add_argument("--no-clip", action="store_true")
     p.add_argument("--rollback-db", type=float, default=2.0, help="validation PSNR this far under "
                    "the best (or a non-finite loss) reloads the best checkpoint and halves the lr")
@@ -128,8 +131,9 @@ def main(argv=None):
         """Weights, optimizer state and run state of a checkpoint."""
         arrays, meta = weights.load_npz(path)
         weights.assign_model_arrays(encoder, decoder, arrays)
-        for v, a in zip(optimizer.variables, meta["optimizer"]):
-            v.assign(a)
+        if not (args.reset_optimizer and path == ckpt_path):
+            for v, a in zip(optimizer.variables, meta["optimizer"]):
+                v.assign(a)
         clip = float(meta.get("clip_ema", "nan"))
         best = np.ravel(meta.get("best_val", np.inf)).astype(float)  # (distortion, bpp); older
         best = (best[0], best[1] if best.size > 1 else 0.0)           # checkpoints: a scalar loss
