@@ -56,6 +56,10 @@ def parse_args(argv=None):
                    "(1 - MS-SSIM), images on [0,1]; 0: MSE only")
     p.add_argument("--ssim-weight", type=float, default=0.01, help="adds this x (1 - SSIM) at "
                    "full resolution to the distortion")
+    p.add_argument("--ssim-ramp", type=int, default=0, help="move the SSIM weight linearly from "
+                   "--ssim-start to --ssim-weight over this many steps from the start (or resume) "
+                   "of the run, so Adam's moment estimates follow the changing loss")
+    p.add_argument("--ssim-start", type=float, default=0.0, help="SSIM weight at the ramp's start")
     p.add_argument("--rate-gain", type=float, default=0.003, help="0 disables rate control")
     p.add_argument("--reset-optimizer", action="store_true", help="resume the weights but start Adam "
                    "afresh: after a change of the loss, moment estimates at the old gradient scale "
@@ -177,7 +181,7 @@ def main(argv=None):
 
     def make_step(mode):
         @tf.function(jit_compile=False, reduce_retracing=True)
-        def train_step(x, lr, lam, clip):
+        def train_step(x, lr, lam, clip, ssim_weight):
             with tf.GradientTape() as tape:
                 z = encoder(x, training=True)
                 x_hat = decoder(model.quantise(z, mode), training=True)
@@ -188,7 +192,7 @@ def main(argv=None):
                 if args.ms_ssim_weight and mode == "hard":
                     distortion += args.ms_ssim_weight * model.ms_ssim_loss(x, x_hat)
                 if args.ssim_weight and mode == "hard":
-                    distortion += args.ssim_weight * model.ssim_loss(x, x_hat)
+                    distortion += ssim_weight * model.ssim_loss(x, x_hat)
                 bpp = rate_bits(z) * bpp_per_bit
                 loss = distortion + lam * bpp
             grads = tape.gradient(loss, variables)
@@ -265,9 +269,12 @@ def main(argv=None):
         lr = learning_rate(args, step, elapsed / budget, warm_from=start_step, scale=lr_scale)
         mode = "noise" if step < args.noise_steps else "hard"
         clip = 1e9 if (args.no_clip or clip_ema is None) else 2.0 * clip_ema
+        ramp = min(1.0, (step - start_step + 1) / max(1, args.ssim_ramp))
+        ssim_weight = args.ssim_start + ramp * (args.ssim_weight - args.ssim_start)
         loss, mse, bpp, norm = steps[mode](tf.constant(sampler.batch(args.batch)),
                                            tf.constant(lr, tf.float32), tf.constant(lmbda, tf.float32),
-                                           tf.constant(clip, tf.float32))
+                                           tf.constant(clip, tf.float32),
+                                           tf.constant(ssim_weight, tf.float32))
         norm = float(norm)
         if math.isfinite(norm):
             clip_ema = norm if clip_ema is None else 0.98 * clip_ema + 0.02 * min(norm, 2.0 * clip_ema)
