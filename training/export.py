@@ -1,12 +1,18 @@
 """Export trained weights to the TFLite files the codec runs (tflite_models/).
 
-    python -m training.export [--qualities 16c 32c 64c] [--variant auto|float32|float16|int8]
+    python -m training.export [--qualities 16c 32c 64c] [--variant auto|float32|...] [--source x.npz]
 
 For each quality: encoder and decoder .tflite with dynamic height and width (interfaces in
 docs/architecture.md) and l3ic_<q>.json with what the runtime needs. With --variant auto (default)
-all three variants are converted and measured on the validation photos (never Kodak): the fastest
+every variant is converted and measured on the validation photos (never Kodak): the fastest
 variant whose PSNR stays within 0.1 dB and MS-SSIM within 0.001 of float32 is shipped, and the
 measurements are printed and written to training/runs/export_<q>.json.
+
+Variants (encoder, decoder): float32, float16, int8 (dynamic range: int8 weights, activations
+quantised on the fly), int8-static (full integer: int8 weights and activations, ranges calibrated
+on training.qat.calibration_crops of the TRAINING photos, float32 input and output tensors; meant
+for weights fine-tuned with training.qat), and the mixes int8-static-encoder / int8-static-decoder
+(that half static, the other dynamic int8).
 """
 import argparse
 import json
@@ -19,20 +25,39 @@ from training import model, weights
 
 MODEL_IDS = {"16c": 1, "32c": 2, "64c": 3}
 OUT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tflite_models")
-VARIANTS = ("float32", "float16", "int8")
+PAIRS = {"float32": ("float32", "float32"), "float16": ("float16", "float16"),
+         "int8": ("int8", "int8"), "int8-static": ("int8-static", "int8-static"),
+         "int8-static-encoder": ("int8-static", "int8"),
+         "int8-static-decoder": ("int8", "int8-static")}
+VARIANTS = tuple(PAIRS)
 
 
-def convert(fn, signature, variant):
+def convert(fn, signature, variant, representative=None):
+    """One network as TFLite; int8-static calibrates its activation ranges on `representative`
+    (a list of input arrays) and keeps float32 input and output tensors."""
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     frozen = convert_variables_to_constants_v2(fn.get_concrete_function(signature))
     converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
-    if variant in ("float16", "int8"):
+    if variant != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]  # int8: dynamic-range weights
     if variant == "float16":
         converter.target_spec.supported_types = [tf.float16]
+    if variant == "int8-static":
+        converter.representative_dataset = lambda: ([x] for x in representative)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = converter.inference_output_type = tf.float32
     return converter.convert()
+
+
+def representative_data(encoder):
+    """Calibration inputs for int8-static: crops of the training photos as 0..255 pixels for the
+    encoder, their rounded float latents for the decoder (the same crops training.qat uses)."""
+    from training import data, qat
+
+    crops = qat.calibration_crops(data.load_training_images(qat.CALIBRATION_SIZE))
+    return [np.round(c * 255.0) for c in crops], qat.representative_latents(encoder, crops)
 
 
 def build(quality, source=None):
@@ -58,15 +83,28 @@ def pixel_decoder(decoder, channels):
     return keras.Model(fresh.input, fresh.get_layer("to_unit").input)
 
 
-def tflite_pair(encoder, decoder, channels, variant):
+def tflite_halves(encoder, decoder, channels, variants, representative=None):
+    """{(role, variant): bytes} for role "encoder"/"decoder" and each variant of either half."""
     import tensorflow as tf
 
     pixels = pixel_decoder(decoder, channels)
-    enc_fn = tf.function(lambda x: encoder(x / 255.0, training=False))
-    dec_fn = tf.function(lambda z: pixels(z, training=False))
-    enc = convert(enc_fn, tf.TensorSpec([1, None, None, 3], tf.float32), variant)
-    dec = convert(dec_fn, tf.TensorSpec([1, None, None, channels], tf.float32), variant)
-    return enc, dec
+    fns = {"encoder": (tf.function(lambda x: encoder(x / 255.0, training=False)), 3),
+           "decoder": (tf.function(lambda z: pixels(z, training=False)), channels)}
+    if "int8-static" in variants and representative is None:
+        representative = representative_data(encoder)
+    out = {}
+    for i, role in enumerate(("encoder", "decoder")):
+        fn, c = fns[role]
+        for v in variants:
+            out[role, v] = convert(fn, tf.TensorSpec([1, None, None, c], tf.float32), v,
+                                   representative[i] if v == "int8-static" else None)
+    return out
+
+
+def tflite_pair(encoder, decoder, channels, variant, representative=None):
+    """(encoder bytes, decoder bytes) of one variant of PAIRS."""
+    halves = tflite_halves(encoder, decoder, channels, set(PAIRS[variant]), representative)
+    return tuple(halves[role, v] for role, v in zip(("encoder", "decoder"), PAIRS[variant]))
 
 
 def _run(model_bytes, x):
@@ -118,12 +156,13 @@ def export(quality, variant="auto", source=None):
     encoder, decoder, arrays, meta = build(quality, source)
     channels = int(quality[:-1])
     candidates = VARIANTS if variant == "auto" else (variant,)
-    pairs = {v: tflite_pair(encoder, decoder, channels, v) for v in candidates}
+    halves = tflite_halves(encoder, decoder, channels, {h for v in candidates for h in PAIRS[v]})
+    pairs = {v: (halves["encoder", PAIRS[v][0]], halves["decoder", PAIRS[v][1]]) for v in candidates}
     results = None
     if variant == "auto":
         variant, results = choose_variant(pairs, load_validation_images(512))
         for v, r in results.items():
-            print(f"{quality} {v:8s} psnr {r['psnr']:.3f} ms-ssim {r['ms_ssim']:.5f} "
+            print(f"{quality} {v:19s} psnr {r['psnr']:.3f} ms-ssim {r['ms_ssim']:.5f} "
                   f"bpp~ {r['bpp_estimate']:.3f} net {r['network_seconds']:.2f}s", flush=True)
     enc, dec = pairs[variant]
     fp = weights.fingerprint({**arrays, "variant": np.frombuffer(variant.encode(), np.uint8)})
