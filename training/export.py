@@ -150,7 +150,7 @@ def choose_variant(pairs, images):
     return min(ok, key=lambda v: results[v]["network_seconds"]), results
 
 
-def export(quality, variant="auto", source=None):
+def export(quality, variant="auto", source=None, out_dir=OUT_DIR):
     from training.data import load_validation_images
 
     encoder, decoder, arrays, meta = build(quality, source)
@@ -167,15 +167,15 @@ def export(quality, variant="auto", source=None):
     enc, dec = pairs[variant]
     fp = weights.fingerprint({**arrays, "variant": np.frombuffer(variant.encode(), np.uint8)})
     names = {"encoder": f"l3ic_{quality}_encoder.tflite", "decoder": f"l3ic_{quality}_decoder.tflite"}
-    os.makedirs(OUT_DIR, exist_ok=True)
+    os.makedirs(out_dir, exist_ok=True)
     for key, blob in (("encoder", enc), ("decoder", dec)):
-        with open(os.path.join(OUT_DIR, names[key]), "wb") as f:
+        with open(os.path.join(out_dir, names[key]), "wb") as f:
             f.write(blob)
     info = {"quality": quality, "model_id": MODEL_IDS[quality], "channels": channels,
             "codebook_min": model.CODEBOOK_MIN, "codebook_max": model.CODEBOOK_MAX,
             "latent_scale": float(arrays["encoder/latent_scale/0"]), "fingerprint": fp,
             "variant": variant, **names, "train_steps": int(meta.get("step", 0))}
-    with open(os.path.join(OUT_DIR, f"l3ic_{quality}.json"), "w") as f:
+    with open(os.path.join(out_dir, f"l3ic_{quality}.json"), "w") as f:
         json.dump(info, f, indent=2)
         f.write("\n")
     if results:
@@ -191,9 +191,11 @@ def main(argv=None):
     p.add_argument("--qualities", nargs="+", default=["16c", "32c", "64c"], choices=list(MODEL_IDS))
     p.add_argument("--variant", default="auto", choices=("auto",) + VARIANTS)
     p.add_argument("--source", help="an .npz to export instead of the committed weights (one quality)")
+    p.add_argument("--out-dir", default=OUT_DIR, help="where the model files go (default: "
+                   "tflite_models/; another directory is used through L3IC_MODEL_DIR)")
     args = p.parse_args(argv)
     for q in args.qualities:
-        export(q, args.variant, args.source)
+        export(q, args.variant, args.source, args.out_dir)
 
 
 if __name__ == "__main__":
