@@ -138,3 +138,13 @@ def test_variant_pairs_cover_every_half_choice():
     assert export.PAIRS["int8-static-decoder"] == ("int8", "int8-static")
     assert export.PAIRS["int8-static-encoder"] == ("int8-static", "int8")
     assert set(export.VARIANTS) >= {"float32", "float16", "int8", "int8-static"}
+
+
+def test_export_rule_holds_quality_and_rate():
+    ref = {"psnr": 31.0, "ms_ssim": 0.985, "bpp_estimate": 0.80, "network_seconds": 9.0}
+    results = {"float32": ref,
+               "int8": {**ref, "psnr": 30.93, "ms_ssim": 0.9845, "bpp_estimate": 0.801},
+               "int8-static": {**ref, "psnr": 30.95, "ms_ssim": 0.9838},            # MS-SSIM
+               "int8-static-decoder": {**ref, "psnr": 30.89},                        # PSNR
+               "int8-static-encoder": {**ref, "psnr": 31.05, "bpp_estimate": 0.82}}  # rate
+    assert export.within_rule(results) == ["float32", "int8"]

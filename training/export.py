@@ -5,8 +5,9 @@
 For each quality: encoder and decoder .tflite with dynamic height and width (interfaces in
 docs/architecture.md) and l3ic_<q>.json with what the runtime needs. With --variant auto (default)
 every variant is converted and measured on the validation photos (never Kodak): the fastest
-variant whose PSNR stays within 0.1 dB and MS-SSIM within 0.001 of float32 is shipped, and the
-measurements are printed and written to training/runs/export_<q>.json.
+variant whose PSNR stays within 0.1 dB and MS-SSIM within 0.001 of float32 (and estimated bpp
+within 1 %, see within_rule) is shipped, and the measurements are printed and written to
+training/runs/export_<q>.json.
 
 Variants (encoder, decoder): float32, float16, int8 (dynamic range: int8 weights, activations
 quantised on the fly), int8-static (full integer: int8 weights and activations, ranges calibrated
@@ -30,6 +31,7 @@ PAIRS = {"float32": ("float32", "float32"), "float16": ("float16", "float16"),
          "int8-static-encoder": ("int8-static", "int8"),
          "int8-static-decoder": ("int8", "int8-static")}
 VARIANTS = tuple(PAIRS)
+BPP_TOLERANCE = 0.01   # dynamic-range int8 costs 0.1-0.2 % (its encoder's activations stay float)
 
 
 def convert(fn, signature, variant, representative=None):
@@ -144,10 +146,18 @@ def choose_variant(pairs, images):
     from training.data import load_validation_images  # noqa: F401  (images passed in)
 
     results = {v: measure(*pairs[v], images) for v in pairs}
+    return min(within_rule(results), key=lambda v: results[v]["network_seconds"]), results
+
+
+def within_rule(results):
+    """The variants whose PSNR stays within 0.1 dB and MS-SSIM within 0.001 of float32, and whose
+    estimated bpp stays within BPP_TOLERANCE of float32's: a variant that quantises the encoder's
+    activations moves latents across rounding boundaries and can buy its PSNR with bits (the QAT
+    32c's int8-static-encoder: +0.06 dB, +2.7 % bpp against its float32; docs/speed.md)."""
     ref = results["float32"]
-    ok = [v for v in pairs if ref["psnr"] - results[v]["psnr"] <= 0.1
-          and ref["ms_ssim"] - results[v]["ms_ssim"] <= 0.001]
-    return min(ok, key=lambda v: results[v]["network_seconds"]), results
+    return [v for v, r in results.items() if ref["psnr"] - r["psnr"] <= 0.1
+            and ref["ms_ssim"] - r["ms_ssim"] <= 0.001
+            and r["bpp_estimate"] <= ref["bpp_estimate"] * (1 + BPP_TOLERANCE)]
 
 
 def export(quality, variant="auto", source=None, out_dir=OUT_DIR):
