@@ -95,12 +95,12 @@ class QuantSim:
 
         index = {n: i for i, n in enumerate(self.names)}
         index.update({a: index[n] for a, n in self.alias.items()})
-        seen = []
+        seen = {}
 
         def act(name, y):
             if mode == "calibrate":
                 if name not in self.alias:  # (the Add's range is the one that counts)
-                    seen.append(tf.stack([tf.reduce_min(y), tf.reduce_max(y)]))
+                    seen[name] = tf.stack([tf.reduce_min(y), tf.reduce_max(y)])
             elif mode == "quant":
                 r = self.ranges[index[name]]
                 y = fake_quant_activation(y, r[0], r[1])
@@ -117,8 +117,10 @@ class QuantSim:
 
         if self.quantise_input:
             x = act("input", x)
+        # Keras 3's functional-graph runner (what clone_model's call_function uses), private API:
+        # tests/test_qat.py checks that mode "float" reproduces the model exactly
         y = self.model._run_through_graph(x, operation_fn=lambda op: op, call_fn=call)
-        return (y, tf.stack(seen)) if mode == "calibrate" else y
+        return (y, tf.stack([seen[n] for n in self.names])) if mode == "calibrate" else y
 
 
 def _min_max(sim, inputs):
@@ -197,6 +199,9 @@ def main(argv=None):
         for v, a in zip(optimizer.variables, meta["optimizer"]):
             v.assign(a)
         print(f"Adam state restored (iteration {int(optimizer.iterations.numpy())})", flush=True)
+    else:
+        print("no optimizer state in the source: a fresh Adam moves every weight by ~lr per step "
+              "at first (prefer a run checkpoint, e.g. training/runs/<name>/best.npz)", flush=True)
     args.decay_fraction = 1.0   # training.train.learning_rate: cosine decay over the whole run
     print("loading images ...", flush=True)
     images = data.load_training_images(args.patch)
