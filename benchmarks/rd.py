@@ -128,9 +128,9 @@ def build_codecs(threads: int = 1) -> tuple[dict[str, Codec], dict[str, str]]:
         from PIL_l3ic import runtime
         if threads:
             PIL_l3ic.set_num_threads(max(1, threads))
-        steps = {q: runtime.model_info(q).train_steps for q in runtime.QUALITIES}
-        info["l3ic"] = lib = (f"PIL_l3ic {PIL_l3ic.__version__} ({runtime.model_info('32c').variant}"
-                              f" models, train steps {steps})")
+        models = {q: f"{runtime.model_info(q).variant}, {runtime.model_info(q).train_steps} steps"
+                  for q in runtime.QUALITIES}
+        info["l3ic"] = lib = f"PIL_l3ic {PIL_l3ic.__version__} (models {models})"
         c["l3ic"] = Codec("l3ic", "L3IC", ["16c", "32c", "64c"], lambda q: dict(quality=q), lib)
     except Exception as e:
         info["l3ic"] = f"unavailable ({type(e).__name__}: {e})"
