@@ -12,6 +12,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 import PIL_l3ic
 from PIL_l3ic import L3icImagePlugin, codec, container, runtime
+from _samples import save
 
 # heavy cases run by default (CI too); L3IC_SKIP_HEAVY=1 skips them during development
 heavy = pytest.mark.skipif(os.environ.get("L3IC_SKIP_HEAVY") == "1", reason="L3IC_SKIP_HEAVY=1")
@@ -29,19 +30,8 @@ def rgb(w, h, seed=0):
     return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8), "RGB")
 
 
-def save(im, **options):
-    b = io.BytesIO()
-    im.save(b, "L3IC", **options)
-    return b.getvalue()
-
-
 def reopen(data):
     return Image.open(io.BytesIO(data))
-
-
-def psnr(a, b):
-    mse = np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)
-    return 10 * np.log10(255 ** 2 / max(mse, 1e-10))
 
 
 @pytest.fixture(scope="module")

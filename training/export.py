@@ -103,12 +103,6 @@ def tflite_halves(encoder, decoder, channels, variants, representative=None):
     return out
 
 
-def tflite_pair(encoder, decoder, channels, variant, representative=None):
-    """(encoder bytes, decoder bytes) of one variant of PAIRS."""
-    halves = tflite_halves(encoder, decoder, channels, set(PAIRS[variant]), representative)
-    return tuple(halves[role, v] for role, v in zip(("encoder", "decoder"), PAIRS[variant]))
-
-
 def _run(model_bytes, x):
     from ai_edge_litert.interpreter import Interpreter
 
@@ -143,8 +137,6 @@ def measure(enc, dec, images):
 
 
 def choose_variant(pairs, images):
-    from training.data import load_validation_images  # noqa: F401  (images passed in)
-
     results = {v: measure(*pairs[v], images) for v in pairs}
     return min(within_rule(results), key=lambda v: results[v]["network_seconds"]), results
 
