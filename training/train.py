@@ -60,6 +60,8 @@ def parse_args(argv=None):
                    "--ssim-start to --ssim-weight over this many steps from the start (or resume) "
                    "of the run, so Adam's moment estimates follow the changing loss")
     p.add_argument("--ssim-start", type=float, default=0.0, help="SSIM weight at the ramp's start")
+    p.add_argument("--ms-ssim-start", type=float, help="MS-SSIM weight at the ramp's start (moved "
+                   "to --ms-ssim-weight over --ssim-ramp steps; default: no ramp)")
     p.add_argument("--rate-gain", type=float, default=0.003, help="0 disables rate control")
     p.add_argument("--reset-optimizer", action="store_true", help="resume the weights but start Adam "
                    "afresh: after a change of the loss, moment estimates at the old gradient scale "
@@ -181,7 +183,7 @@ def main(argv=None):
 
     def make_step(mode):
         @tf.function(jit_compile=False, reduce_retracing=True)
-        def train_step(x, lr, lam, clip, ssim_weight):
+        def train_step(x, lr, lam, clip, ssim_weight, ms_ssim_weight):
             with tf.GradientTape() as tape:
                 z = encoder(x, training=True)
                 x_hat = decoder(model.quantise(z, mode), training=True)
@@ -190,7 +192,7 @@ def main(argv=None):
                 # not in the noise warm-up: an untrained decoder gives contrast-structure terms
                 # <= 0, whose fractional powers have infinite gradients (non-finite loss)
                 if args.ms_ssim_weight and mode == "hard":
-                    distortion += args.ms_ssim_weight * model.ms_ssim_loss(x, x_hat)
+                    distortion += ms_ssim_weight * model.ms_ssim_loss(x, x_hat)
                 if args.ssim_weight and mode == "hard":
                     distortion += ssim_weight * model.ssim_loss(x, x_hat)
                 bpp = rate_bits(z) * bpp_per_bit
@@ -271,10 +273,13 @@ def main(argv=None):
         clip = 1e9 if (args.no_clip or clip_ema is None) else 2.0 * clip_ema
         ramp = min(1.0, (step - start_step + 1) / max(1, args.ssim_ramp))
         ssim_weight = args.ssim_start + ramp * (args.ssim_weight - args.ssim_start)
+        ms_start = args.ms_ssim_weight if args.ms_ssim_start is None else args.ms_ssim_start
+        ms_ssim_weight = ms_start + ramp * (args.ms_ssim_weight - ms_start)
         loss, mse, bpp, norm = steps[mode](tf.constant(sampler.batch(args.batch)),
                                            tf.constant(lr, tf.float32), tf.constant(lmbda, tf.float32),
                                            tf.constant(clip, tf.float32),
-                                           tf.constant(ssim_weight, tf.float32))
+                                           tf.constant(ssim_weight, tf.float32),
+                                           tf.constant(ms_ssim_weight, tf.float32))
         norm = float(norm)
         if math.isfinite(norm):
             clip_ema = norm if clip_ema is None else 0.98 * clip_ema + 0.02 * min(norm, 2.0 * clip_ema)
