@@ -130,3 +130,42 @@ def test_ssim_loss_matches_the_metric_of_the_results_table():
     want = np.mean([metrics.ssim(y[i] * 255, x[i] * 255) for i in range(2)])
     assert 1 - float(model.ssim_loss(tf.constant(x), tf.constant(y))) == pytest.approx(want, abs=1e-5)
     assert float(model.ssim_loss(tf.constant(x), tf.constant(x))) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_distortion_composes_the_terms_and_skips_them_in_the_warm_up():
+    rng = np.random.default_rng(8)
+    x = tf.constant(rng.random((2, 64, 64, 3)).astype(np.float32))
+    y = tf.clip_by_value(x + rng.normal(0, 0.05, x.shape).astype(np.float32), 0, 1)
+    mse = float(tf.reduce_mean(tf.square(x - y)))
+    total, got_mse = model.distortion(x, y, 0.03, 0.2)
+    want = mse + 0.03 * float(model.ms_ssim_loss(x, y)) + 0.2 * float(model.ssim_loss(x, y))
+    assert float(got_mse) == pytest.approx(mse, rel=1e-6)
+    assert float(total) == pytest.approx(want, rel=1e-5)
+    assert float(model.distortion(x, y, 0.03, None)[0]) == pytest.approx(
+        mse + 0.03 * float(model.ms_ssim_loss(x, y)), rel=1e-5)
+    # the noise warm-up: no SSIM-family terms, so an anti-correlated output keeps finite gradients
+    anti = tf.Variable(1.0 - x)
+    with tf.GradientTape() as tape:
+        total, _ = model.distortion(x, anti, 0.03, 0.2, structural=False)
+    assert float(total) == pytest.approx(float(tf.reduce_mean(tf.square(x - anti))), rel=1e-6)
+    assert np.all(np.isfinite(tape.gradient(total, anti).numpy()))
+
+
+def test_checkpoint_keeps_weights_optimizer_state_and_meta(tmp_path):
+    import keras
+    encoder, decoder = model.build_encoder(16), model.build_decoder(16)
+    variables = encoder.trainable_variables + decoder.trainable_variables
+    optimizer = keras.optimizers.Adam(1e-4)
+    optimizer.build(variables)
+    optimizer.apply_gradients([(tf.ones_like(v), v) for v in variables])   # non-zero moments
+    path = str(tmp_path / "checkpoint.npz")
+    weights.save_checkpoint(path, encoder, decoder, optimizer, step=123, lmbda=2.5e-3,
+                            best_val=np.array([0.01, 0.5]))
+    arrays, meta = weights.load_npz(path)
+    assert arrays.keys() == weights.model_arrays(encoder, decoder).keys()
+    assert all(np.array_equal(arrays[k], v) for k, v in weights.model_arrays(encoder, decoder).items())
+    assert meta["step"] == 123 and meta["lmbda"] == pytest.approx(2.5e-3)
+    assert list(meta["best_val"]) == pytest.approx([0.01, 0.5])
+    assert len(meta["optimizer"]) == len(optimizer.variables)
+    assert all(np.array_equal(a, v.numpy()) for a, v in zip(meta["optimizer"], optimizer.variables))
+    assert not list(tmp_path.glob("*.tmp.npz"))

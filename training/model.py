@@ -167,6 +167,22 @@ def ssim_loss(x, x_hat):
     return 1.0 - tf.reduce_mean(luminance * cs)
 
 
+def distortion(x, x_hat, ms_ssim_weight=0.0, ssim_weight=0.0, structural=True):
+    """(MSE + ms_ssim_weight (1 - MS-SSIM) + ssim_weight (1 - SSIM), MSE): the training distortion.
+
+    structural=False leaves the SSIM-family terms out; that is for the noise warm-up, where an
+    untrained decoder gives contrast-structure terms <= 0 whose fractional powers have infinite
+    gradients (0 x inf is NaN, so a zero weight would not do).  A weight of None also leaves its
+    term out (and saves computing it)."""
+    mse = tf.reduce_mean(tf.square(x - x_hat))
+    total = mse
+    if structural and ms_ssim_weight is not None:
+        total += ms_ssim_weight * ms_ssim_loss(x, x_hat)
+    if structural and ssim_weight is not None:
+        total += ssim_weight * ssim_loss(x, x_hat)
+    return total, mse
+
+
 def empirical_bits(indices: np.ndarray, table_bytes_per_channel: float = 12.0) -> float:
     """Bits of a per-channel order-0 coder for one image's latent (h, w, N), including a rough table
     cost per channel: the figure to report before the real coder is available."""

@@ -217,9 +217,7 @@ def main(argv=None):
         with tf.GradientTape() as tape:
             z = enc_sim(x, enc_mode)
             x_hat = dec_sim(model.quantise(z, "hard"), dec_mode)
-            mse = tf.reduce_mean(tf.square(x - x_hat))
-            distortion = (mse + args.ms_ssim_weight * model.ms_ssim_loss(x, x_hat)
-                          + args.ssim_weight * model.ssim_loss(x, x_hat))
+            distortion, mse = model.distortion(x, x_hat, args.ms_ssim_weight, args.ssim_weight)
             bpp = model.soft_histogram_bits(z) * bpp_per_bit
             loss = distortion + lmbda * bpp
         grads = tape.gradient(loss, variables)
@@ -229,12 +227,9 @@ def main(argv=None):
 
     def save(step):
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        tmp = args.out + ".tmp.npz"
-        info = {"meta/step": int(meta.get("step", 0)) + step, "meta/lmbda": lmbda,
-                "meta/qat_steps": step, "meta/channels": channels}
-        opt = {f"opt/{i}": v.numpy() for i, v in enumerate(optimizer.variables)}  # to continue
-        np.savez(tmp, **weights.model_arrays(encoder, decoder), **opt, **info)
-        os.replace(tmp, args.out)
+        weights.save_checkpoint(args.out, encoder, decoder, optimizer, lmbda=lmbda,
+                                step=int(meta.get("step", 0)) + step, qat_steps=step,
+                                channels=channels)
 
     t0, stats = time.time(), []
     for step in range(args.steps):

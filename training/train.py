@@ -181,20 +181,18 @@ def main(argv=None):
             return model.soft_histogram_bits(tf.reshape(z, [-1, 1]))
         return model.soft_histogram_bits(z)
 
+    uses_ms_ssim = bool(args.ms_ssim_weight or args.ms_ssim_start)
+    uses_ssim = bool(args.ssim_weight or args.ssim_start)
+
     def make_step(mode):
         @tf.function(jit_compile=False, reduce_retracing=True)
         def train_step(x, lr, lam, clip, ssim_weight, ms_ssim_weight):
             with tf.GradientTape() as tape:
                 z = encoder(x, training=True)
                 x_hat = decoder(model.quantise(z, mode), training=True)
-                mse = tf.reduce_mean(tf.square(x - x_hat))
-                distortion = mse
-                # not in the noise warm-up: an untrained decoder gives contrast-structure terms
-                # <= 0, whose fractional powers have infinite gradients (non-finite loss)
-                if args.ms_ssim_weight and mode == "hard":
-                    distortion += ms_ssim_weight * model.ms_ssim_loss(x, x_hat)
-                if args.ssim_weight and mode == "hard":
-                    distortion += ssim_weight * model.ssim_loss(x, x_hat)
+                distortion, mse = model.distortion(
+                    x, x_hat, ms_ssim_weight if uses_ms_ssim else None,
+                    ssim_weight if uses_ssim else None, structural=mode == "hard")
                 bpp = rate_bits(z) * bpp_per_bit
                 loss = distortion + lam * bpp
             grads = tape.gradient(loss, variables)
@@ -226,14 +224,9 @@ def main(argv=None):
         return tuple(float(np.mean(v)) for v in (psnrs, ms_ssims, ssims, bpps))
 
     def save_checkpoint(path=ckpt_path):
-        arrays = weights.model_arrays(encoder, decoder)
-        opt = {f"opt/{i}": v.numpy() for i, v in enumerate(optimizer.variables)}
-        meta = {"meta/step": step, "meta/lmbda": lmbda, "meta/best_val": np.array(best_val),
-                "meta/best_psnr": best_psnr,
-                "meta/clip_ema": clip_ema if clip_ema is not None else float("nan")}
-        tmp = path + ".tmp.npz"
-        np.savez(tmp, **arrays, **opt, **meta)
-        os.replace(tmp, path)
+        weights.save_checkpoint(path, encoder, decoder, optimizer, step=step, lmbda=lmbda,
+                                best_val=np.array(best_val), best_psnr=best_psnr,
+                                clip_ema=clip_ema if clip_ema is not None else float("nan"))
 
     rollbacks = 0
 

@@ -87,6 +87,16 @@ def save_weights(path: str, arrays: dict[str, np.ndarray], **info) -> str:
     return path
 
 
+def save_checkpoint(path: str, encoder, decoder, optimizer, **meta) -> None:
+    """A resumable run checkpoint: float32 weights, Adam's state (opt/<i>, in
+    optimizer.variables order) and ``meta`` as meta/ keys; written atomically."""
+    opt = {f"opt/{i}": v.numpy() for i, v in enumerate(optimizer.variables)}
+    info = {f"meta/{k}": np.asarray(v) for k, v in meta.items()}
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, **model_arrays(encoder, decoder), **opt, **info)
+    os.replace(tmp, path)
+
+
 def load_npz(path: str) -> tuple[dict[str, np.ndarray], dict]:
     with np.load(path) as f:
         arrays = {k: f[k] for k in f.files if not k.startswith(("meta/", "opt/"))}
