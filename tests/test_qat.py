@@ -148,3 +148,24 @@ def test_export_rule_holds_quality_and_rate():
                "int8-static-decoder": {**ref, "psnr": 30.89},                        # PSNR
                "int8-static-encoder": {**ref, "psnr": 31.05, "bpp_estimate": 0.82}}  # rate
     assert export.within_rule(results) == ["float32", "int8"]
+
+
+def test_weights_mode_is_the_model_with_int8_weights(nets):
+    """Mode "weights" (QAT for the dynamic-range int8 export): the float network run with
+    per-channel int8 kernels, activations untouched."""
+    enc, dec, es, ds, crops = nets
+    x = np.random.default_rng(5).random((1, 32, 48, 3)).astype(np.float32)
+    z = model.quantise(enc(x), "eval")
+    got_z, got_y = es(x, "weights").numpy(), ds(z, "weights").numpy()
+    float_z, float_y = enc(x).numpy(), dec(z).numpy()
+    kept = [w.numpy() for w in enc.weights + dec.weights]
+    try:
+        for w in enc.weights + dec.weights:
+            if len(w.shape) == 4:
+                w.assign(qat.fake_quant_weights(w))
+        np.testing.assert_allclose(got_z, enc(x).numpy(), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(got_y, dec(z).numpy(), rtol=1e-4, atol=1e-4)
+    finally:
+        for w, k in zip(enc.weights + dec.weights, kept):
+            w.assign(k)
+    assert np.abs(got_z - float_z).max() > 0 and np.abs(got_y - float_y).max() > 0

@@ -74,8 +74,9 @@ class QuantSim:
     """A Keras functional model (encoder or decoder) run op by op with fake quantisation.
 
     Shares the model's variables. Modes: "float" (the plain model), "quant" (weights and
-    activations fake-quantised with the current ranges), "calibrate" (float, and also returns
-    every quantised tensor's (min, max))."""
+    activations fake-quantised with the current ranges), "weights" (weights only: what the
+    dynamic-range int8 export does, whose activations XNNPACK quantises per pixel at run time),
+    "calibrate" (float, and also returns every quantised tensor's (min, max))."""
 
     def __init__(self, keras_model, quantise_input):
         import tensorflow as tf
@@ -108,7 +109,7 @@ class QuantSim:
 
         def call(op, *args, **kwargs):
             kwargs.pop("training", None)
-            if mode == "quant" and isinstance(op, keras.layers.Conv2D):
+            if mode in ("quant", "weights") and isinstance(op, keras.layers.Conv2D):
                 y = tf.nn.conv2d(args[0], fake_quant_weights(op.kernel), strides=op.strides,
                                  padding=op.padding.upper()) + op.bias
             else:
@@ -167,6 +168,8 @@ def parse_args(argv=None):
     p.add_argument("--halves", choices=("both", "encoder", "decoder"), default="both",
                    help="which networks run fake-quantised (the export variant to aim at: "
                    "int8-static, int8-static-encoder or int8-static-decoder)")
+    p.add_argument("--dynamic", action="store_true", help="aim at the dynamic-range int8 "
+                   "export (variant int8): fake-quantise the weights of both networks only")
     p.add_argument("--calibrate-every", type=int, default=100)
     p.add_argument("--ms-ssim-weight", type=float, default=0.03)
     p.add_argument("--ssim-weight", type=float, default=0.01)
@@ -211,6 +214,8 @@ def main(argv=None):
 
     enc_mode = "quant" if args.halves in ("both", "encoder") else "float"
     dec_mode = "quant" if args.halves in ("both", "decoder") else "float"
+    if args.dynamic:
+        enc_mode = dec_mode = "weights"
 
     @tf.function(reduce_retracing=True)
     def train_step(x, lr):
@@ -233,7 +238,7 @@ def main(argv=None):
 
     t0, stats = time.time(), []
     for step in range(args.steps):
-        if step % args.calibrate_every == 0:
+        if step % args.calibrate_every == 0 and not args.dynamic:
             tc = time.time()
             calibrate(enc_sim, dec_sim, crops)
             print(f"step {step}: ranges calibrated ({time.time() - tc:.0f} s); latent "
