@@ -5,11 +5,15 @@ One channel is a run of uint8 symbols (codebook indices, typically 0..31).
 Every coded channel is a self-describing stream: it stores the symbol count n
 and its mode (tANS, single-symbol run, or raw).  See docs/entropy.md.
 
-    compress(data) -> bytes
-    decompress(blob, n=None) -> bytes
-    compress_batch(array2d, threads=0) -> list[bytes]
-    decompress_batch(blobs, n, threads=0) -> numpy.ndarray (len(blobs), n) uint8
+    compress(data, width=None) -> bytes
+    decompress(blob, n=None, width=None) -> bytes
+    compress_batch(array2d, threads=0, width=None) -> list[bytes]
+    decompress_batch(blobs, n, threads=0, width=None) -> numpy.ndarray (len(blobs), n) uint8
     stream_info(blob) -> dict
+
+width (symbols per row; n must be a multiple of it) lets the encoder use the
+spatial-context variant ('tans-ctx': one table per context of the left and upper
+neighbours) when that is smaller; decoding such a stream needs the same width.
 
 Malformed streams raise FSEError (a ValueError subclass) and nothing else;
 arguments of the wrong type raise TypeError.  All coding runs with the GIL
@@ -33,9 +37,16 @@ cdef extern from "fse.h" nogil:
     int FSE_MODE_TANS8
     int FSE_MODE_RUN
     int FSE_MODE_RAW
+    int FSE_MODE_TANS_CTX
     int FSE_ERR_N_MISMATCH
+    int FSE_ERR_NEED_WIDTH
+    int FSE_ERR_WIDTH
     void fse_init()
     size_t fse_compress_bound(size_t n)
+    size_t fse_compress_bound_ctx(size_t n)
+    Py_ssize_t fse_compress_ctx(uint8_t *dst, size_t cap, const uint8_t *src, size_t n,
+                                size_t width)
+    int fse_decompress_ctx(uint8_t *dst, size_t n, const uint8_t *src, size_t size, size_t width)
     Py_ssize_t fse_compress(uint8_t *dst, size_t cap, const uint8_t *src, size_t n)
     int fse_stream_info(const uint8_t *src, size_t size, uint64_t *n, int *mode,
                         int *tablelog, int *states)
@@ -43,9 +54,10 @@ cdef extern from "fse.h" nogil:
     unsigned fse_states_for_n(uint64_t n)
     const char *fse_error_string(int code)
     void fse_compress_batch(uint8_t *dst, size_t cap, Py_ssize_t *sizes, const uint8_t *src,
-                            size_t count, size_t n, int threads)
+                            size_t count, size_t n, size_t width, int threads)
     void fse_decompress_batch(uint8_t *out, int *errs, const uint8_t *const *blobs,
-                              const size_t *lens, size_t count, size_t n, int threads)
+                              const size_t *lens, size_t count, size_t n, size_t width,
+                              int threads)
     int fse_cpu_count()
 
 fse_init()
@@ -53,7 +65,8 @@ fse_init()
 MAX_N = FSE_MAX_N_C
 MIN_TABLE_LOG = FSE_MIN_TABLELOG
 MAX_TABLE_LOG = FSE_MAX_TABLELOG
-_MODE_NAMES = {FSE_MODE_TANS5: "tans", FSE_MODE_TANS8: "tans", FSE_MODE_RUN: "run", FSE_MODE_RAW: "raw"}
+_MODE_NAMES = {FSE_MODE_TANS5: "tans", FSE_MODE_TANS8: "tans", FSE_MODE_RUN: "run", FSE_MODE_RAW: "raw",
+               FSE_MODE_TANS_CTX: "tans-ctx"}
 
 __all__ = ["FSEError", "compress", "decompress", "compress_batch", "decompress_batch",
            "stream_info", "MAX_N"]
@@ -106,21 +119,38 @@ cdef int _threads(object threads) except -1:
     return min(threads, 256)
 
 
-def compress(data):
-    """Code one channel (bytes-like or 1-D uint8 array) into a self-describing stream."""
+cdef size_t _width(object width) except? 0:
+    """None -> 0 (no rows); else an int >= 1."""
+    if width is None:
+        return 0
+    if not isinstance(width, (int, np.integer)) or isinstance(width, bool):
+        raise TypeError("width must be an int or None")
+    width = int(width)
+    if width < 1 or width > FSE_MAX_N_C:
+        raise ValueError(f"width must be in 1..{FSE_MAX_N_C}")
+    return <size_t>width
+
+
+def compress(data, width=None):
+    """Code one channel (bytes-like or 1-D uint8 array) into a self-describing stream.
+    With width (symbols per row, n a multiple of it) the context variant is used when
+    it is smaller."""
+    cdef size_t w = _width(width)
     cdef const uint8_t[::1] src = _bytes_like(data, "data")
     cdef size_t n = src.shape[0]
     cdef const uint8_t *sp = &src[0] if n else <const uint8_t *>b""
     if n > FSE_MAX_N_C:
         raise FSEError(f"channel too long: {n} symbols (maximum {FSE_MAX_N_C})")
-    cdef size_t cap = fse_compress_bound(n)
+    if w and n % w:
+        raise ValueError(f"{n} symbols are not rows of width {w}")
+    cdef size_t cap = fse_compress_bound_ctx(n) if w else fse_compress_bound(n)
     cdef uint8_t *buf = <uint8_t *>malloc(cap)
     cdef Py_ssize_t r
     if buf == NULL:
         raise MemoryError()
     try:
         with nogil:
-            r = fse_compress(buf, cap, sp, n)
+            r = fse_compress_ctx(buf, cap, sp, n, w)
         if r < 0:
             raise RuntimeError(f"fse_compress failed: {_msg(<int>r)}")
         return PyBytes_FromStringAndSize(<char *>buf, r)
@@ -128,14 +158,20 @@ def compress(data):
         free(buf)
 
 
-cdef uint64_t _checked_n(const uint8_t *p, size_t size, object n) except? 0xFFFFFFFFFFFFFFFF:
-    """Parse the header; return the symbol count, checked against n when given."""
+cdef uint64_t _checked_n(const uint8_t *p, size_t size, object n,
+                         size_t width) except? 0xFFFFFFFFFFFFFFFF:
+    """Parse the header; return the symbol count, checked against n and width."""
     cdef uint64_t sn = 0
-    cdef int e = fse_stream_info(p, size, &sn, NULL, NULL, NULL)
+    cdef int mode = 0
+    cdef int e = fse_stream_info(p, size, &sn, &mode, NULL, NULL)
     if e:
         raise FSEError(_msg(e))
     if n is not None and sn != <uint64_t>n:
         raise FSEError(f"stream holds {sn} symbols, expected {n}")
+    if mode == FSE_MODE_TANS_CTX and not width:
+        raise FSEError(_msg(FSE_ERR_NEED_WIDTH))
+    if width and sn % width:
+        raise FSEError(f"stream holds {sn} symbols, not a multiple of the row width {width}")
     return sn
 
 
@@ -150,26 +186,29 @@ cdef object _check_n_arg(object n):
     return n
 
 
-def decompress(blob, n=None):
+def decompress(blob, n=None, width=None):
     """Decode one stream.  With n, the stream must hold exactly n symbols
-    (checked from the header before any allocation).  Returns bytes of length n."""
+    (checked from the header before any allocation).  A context stream ('tans-ctx')
+    needs the width it was coded with.  Returns bytes of length n."""
     n = _check_n_arg(n)
+    cdef size_t w = _width(width)
     cdef const uint8_t[::1] src = _bytes_like(blob, "blob")
     cdef size_t size = src.shape[0]
     cdef const uint8_t *sp = &src[0] if size else <const uint8_t *>b""
-    cdef uint64_t sn = _checked_n(sp, size, n)
+    cdef uint64_t sn = _checked_n(sp, size, n, w)
     out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>sn)
     cdef uint8_t *op = <uint8_t *>PyBytes_AS_STRING(out)
     cdef int e
     with nogil:
-        e = fse_decompress(op, <size_t>sn, sp, size)
+        e = fse_decompress_ctx(op, <size_t>sn, sp, size, w)
     if e:
         raise FSEError(_msg(e))
     return out
 
 
 def stream_info(blob):
-    """Header of a stream: dict(n=, mode='tans'|'run'|'raw', table_log=, states=, size=)."""
+    """Header of a stream: dict(n=, mode='tans'|'tans-ctx'|'run'|'raw', table_log=, states=,
+    size=)."""
     cdef const uint8_t[::1] src = _bytes_like(blob, "blob")
     cdef size_t size = src.shape[0]
     cdef const uint8_t *sp = &src[0] if size else <const uint8_t *>b""
@@ -181,10 +220,12 @@ def stream_info(blob):
     return {"n": sn, "mode": _MODE_NAMES[mode], "table_log": tl, "states": st, "size": size}
 
 
-def compress_batch(array2d, threads=0):
+def compress_batch(array2d, threads=0, width=None):
     """Code every row of a 2-D uint8 array (channels x symbols) in parallel.
-    threads: 0 = all cores.  Returns a list of streams, one per row."""
+    threads: 0 = all cores; width: symbols per row of each channel (see compress).
+    Returns a list of streams, one per row."""
     cdef int nt = _threads(threads)
+    cdef size_t w = _width(width)
     if not isinstance(array2d, np.ndarray):
         raise TypeError("array2d must be a numpy.ndarray")
     if array2d.dtype != np.uint8:
@@ -196,11 +237,13 @@ def compress_batch(array2d, threads=0):
     cdef size_t n = <size_t>arr.shape[1]
     if n > FSE_MAX_N_C:
         raise FSEError(f"channel too long: {n} symbols (maximum {FSE_MAX_N_C})")
+    if w and n % w:
+        raise ValueError(f"{n} symbols are not rows of width {w}")
     if C == 0:
         return []
     cdef const uint8_t[:, ::1] v = arr
     cdef const uint8_t *base = &v[0, 0] if n else <const uint8_t *>b""
-    cdef size_t cap = fse_compress_bound(n)
+    cdef size_t cap = fse_compress_bound_ctx(n) if w else fse_compress_bound(n)
     cdef uint8_t *bufs = <uint8_t *>malloc(<size_t>C * cap)
     cdef Py_ssize_t *sizes = <Py_ssize_t *>malloc(<size_t>C * sizeof(Py_ssize_t))
     cdef Py_ssize_t i
@@ -210,7 +253,7 @@ def compress_batch(array2d, threads=0):
         raise MemoryError()
     try:
         with nogil:
-            fse_compress_batch(bufs, cap, sizes, base, <size_t>C, n, nt)
+            fse_compress_batch(bufs, cap, sizes, base, <size_t>C, n, w, nt)
         out = []
         for i in range(C):
             if sizes[i] < 0:
@@ -222,10 +265,12 @@ def compress_batch(array2d, threads=0):
         free(sizes)
 
 
-def decompress_batch(blobs, n, threads=0):
-    """Decode a sequence of streams that each hold exactly n symbols, in parallel.
+def decompress_batch(blobs, n, threads=0, width=None):
+    """Decode a sequence of streams that each hold exactly n symbols, in parallel
+    (width: needed for context streams, see decompress).
     Returns a C-contiguous uint8 array of shape (len(blobs), n)."""
     cdef int nt = _threads(threads)
+    cdef size_t w = _width(width)
     if n is None:
         raise TypeError("n is required for decompress_batch")
     n = _check_n_arg(n)
@@ -261,7 +306,7 @@ def decompress_batch(blobs, n, threads=0):
             ptrs[i] = <const uint8_t *>views[i].buf
             lens[i] = <size_t>views[i].len
         with nogil:
-            fse_decompress_batch(obase if nn else &dummy, errs, ptrs, lens, <size_t>C, nn, nt)
+            fse_decompress_batch(obase if nn else &dummy, errs, ptrs, lens, <size_t>C, nn, w, nt)
         for i in range(C):
             if errs[i]:
                 if errs[i] == FSE_ERR_N_MISMATCH:

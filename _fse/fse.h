@@ -27,6 +27,10 @@ extern "C" {
 #define FSE_MODE_TANS8     1   /* tANS, symbols 0..255: 8-bit symbol fields */
 #define FSE_MODE_RUN       2   /* one symbol repeated n times */
 #define FSE_MODE_RAW       3   /* the n bytes stored as they are */
+/* reported by fse_stream_info only (on the wire: mode 0 plus the context escape,
+ * see docs/entropy.md): tANS with one table per spatial context */
+#define FSE_MODE_TANS_CTX  4
+#define FSE_CTX_COUNT      3   /* contexts of the context variant */
 
 enum {
     FSE_ERR_EMPTY        = -1,   /* zero-length stream */
@@ -46,6 +50,9 @@ enum {
     FSE_ERR_DST_SMALL    = -15,  /* output capacity too small (encoder) */
     FSE_ERR_TOO_FEW      = -16,  /* tANS stream for fewer than 2 symbols */
     FSE_ERR_N_RANGE      = -17,  /* n above FSE_MAX_N (encoder input) */
+    FSE_ERR_NEED_WIDTH   = -18,  /* context stream decoded without a row width */
+    FSE_ERR_WIDTH        = -19,  /* symbol count not a multiple of the row width */
+    FSE_ERR_CTX          = -20,  /* context table layout invalid / symbol in an unused context */
 };
 
 /* Build the static lookup tables; call once before anything else (idempotent). */
@@ -68,6 +75,17 @@ int fse_stream_info(const uint8_t *src, size_t size, uint64_t *n, int *mode,
  * Returns 0 or a negative FSE_ERR_*; dst contents are unspecified on error. */
 int fse_decompress(uint8_t *dst, size_t n, const uint8_t *src, size_t size);
 
+/* Context variant (fse_context.c): the n symbols are rows of width symbols
+ * (n % width == 0).  fse_compress_ctx writes the plain stream of fse_compress,
+ * or the context variant when that is smaller; cap must be >=
+ * fse_compress_bound_ctx(n); width 0 means fse_compress.
+ * fse_decompress_ctx decodes any stream; width 0 = no width given (a context
+ * stream then fails with FSE_ERR_NEED_WIDTH); a width that does not divide n
+ * fails with FSE_ERR_WIDTH.  fse_decompress(...) = fse_decompress_ctx(..., 0). */
+size_t fse_compress_bound_ctx(size_t n);
+ptrdiff_t fse_compress_ctx(uint8_t *dst, size_t cap, const uint8_t *src, size_t n, size_t width);
+int fse_decompress_ctx(uint8_t *dst, size_t n, const uint8_t *src, size_t size, size_t width);
+
 /* Number of interleaved tANS states used for a channel of n symbols. */
 unsigned fse_states_for_n(uint64_t n);
 
@@ -76,10 +94,12 @@ unsigned fse_states_for_n(uint64_t n);
  * (cap >= fse_compress_bound(n)), its size or error to sizes[i].
  * Decompress: blobs[i] (lens[i] bytes) must hold n symbols; they go to
  * out + i*n, the status to errs[i]. */
+/* width: symbols per row for the context variant, 0 = none (then cap >=
+ * fse_compress_bound(n), else cap >= fse_compress_bound_ctx(n)). */
 void fse_compress_batch(uint8_t *dst, size_t cap, ptrdiff_t *sizes, const uint8_t *src,
-                        size_t count, size_t n, int threads);
+                        size_t count, size_t n, size_t width, int threads);
 void fse_decompress_batch(uint8_t *out, int *errs, const uint8_t *const *blobs, const size_t *lens,
-                          size_t count, size_t n, int threads);
+                          size_t count, size_t n, size_t width, int threads);
 
 /* Online processors (for threads = "all cores"). */
 int fse_cpu_count(void);

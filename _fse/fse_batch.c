@@ -19,6 +19,7 @@ typedef struct {
     int op;                        /* 0 compress, 1 decompress */
     size_t count;
     size_t n;
+    size_t width;                  /* 0: plain coder */
     /* compress */
     const uint8_t *src;            /* count x n */
     uint8_t *dst;                  /* count x cap */
@@ -44,9 +45,11 @@ static void run_items(batch_job *j)
         size_t i = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
         if (i >= j->count) break;
         if (j->op == 0)
-            j->sizes[i] = fse_compress(j->dst + i * j->cap, j->cap, j->src + i * j->n, j->n);
+            j->sizes[i] = fse_compress_ctx(j->dst + i * j->cap, j->cap, j->src + i * j->n, j->n,
+                                           j->width);
         else
-            j->errs[i] = fse_decompress(j->out + i * j->n, j->n, j->blobs[i], j->lens[i]);
+            j->errs[i] = fse_decompress_ctx(j->out + i * j->n, j->n, j->blobs[i], j->lens[i],
+                                            j->width);
 #if !defined(_WIN32)
         if (__atomic_add_fetch(&j->done, 1, __ATOMIC_ACQ_REL) == j->count) {
             pthread_mutex_lock(&j->mu);
@@ -145,19 +148,19 @@ static void run_batch(const batch_job *proto, int threads)
 }
 
 void fse_compress_batch(uint8_t *dst, size_t cap, ptrdiff_t *sizes, const uint8_t *src,
-                        size_t count, size_t n, int threads)
+                        size_t count, size_t n, size_t width, int threads)
 {
     batch_job j;
     memset(&j, 0, sizeof j);
-    j.op = 0; j.count = count; j.n = n; j.src = src; j.dst = dst; j.cap = cap; j.sizes = sizes;
+    j.op = 0; j.count = count; j.n = n; j.width = width; j.src = src; j.dst = dst; j.cap = cap; j.sizes = sizes;
     run_batch(&j, threads);
 }
 
 void fse_decompress_batch(uint8_t *out, int *errs, const uint8_t *const *blobs, const size_t *lens,
-                          size_t count, size_t n, int threads)
+                          size_t count, size_t n, size_t width, int threads)
 {
     batch_job j;
     memset(&j, 0, sizeof j);
-    j.op = 1; j.count = count; j.n = n; j.blobs = blobs; j.lens = lens; j.out = out; j.errs = errs;
+    j.op = 1; j.count = count; j.n = n; j.width = width; j.blobs = blobs; j.lens = lens; j.out = out; j.errs = errs;
     run_batch(&j, threads);
 }

@@ -11,7 +11,9 @@
 typedef struct {
     uint64_t n;
     int mode;
+    int ctx;           /* context variant (mode 0 + count-code escape) */
     tdesc t;
+    cdesc c;
     size_t hdr_bits;   /* bits used by mode, n and the table description */
     size_t data_off;   /* raw: offset of the stored bytes */
     unsigned run_sym;
@@ -37,6 +39,8 @@ static int parse_header(const uint8_t *src, size_t size, hinfo *hi)
     br.p = src; br.nbits = 8 * (size_t)size; br.pos = 0;
     if ((e = br_get(&br, 2, &v))) return e;
     hi->mode = (int)v;
+    hi->ctx = 0;
+again:
     if ((e = br_get(&br, 1, &v))) return FSE_ERR_VARINT;
     if (!v) {
         if ((e = br_get(&br, 15, &v))) return FSE_ERR_VARINT;
@@ -44,6 +48,11 @@ static int parse_header(const uint8_t *src, size_t size, hinfo *hi)
     } else {
         uint32_t b, low;
         if ((e = br_get(&br, 5, &b))) return FSE_ERR_VARINT;
+        if (b == NCODE_CTX_ESCAPE && !hi->ctx) {   /* context stream: the count follows */
+            if (hi->mode != FSE_MODE_TANS5) return FSE_ERR_MODE;
+            hi->ctx = 1;
+            goto again;
+        }
         if (b < 16) return FSE_ERR_VARINT;   /* canonical: n >= 2^15 */
         if ((e = br_get(&br, b - 1, &low))) return FSE_ERR_VARINT;
         hi->n = ((uint64_t)1 << (b - 1)) | low;
@@ -66,8 +75,9 @@ static int parse_header(const uint8_t *src, size_t size, hinfo *hi)
         return 0;
     }
     if (hi->n < 2) return FSE_ERR_TOO_FEW;
-    e = hdr_read(&br, &hi->t, (unsigned)hi->mode);
+    e = hi->ctx ? ctx_hdr_read(&br, &hi->c) : hdr_read(&br, &hi->t, (unsigned)hi->mode);
     if (e) return e;
+    if (hi->ctx) hi->t.R = hi->c.R;
     hi->hdr_bits = br.pos;
     /* A decoded symbol either consumes a bit or moves its state to a strictly
      * lower index, so a state runs at most 2^R symbols without reading: a
@@ -87,7 +97,7 @@ int fse_stream_info(const uint8_t *src, size_t size, uint64_t *n, int *mode, int
     int e = parse_header(src, size, &h);
     if (e) return e;
     if (n) *n = h.n;
-    if (mode) *mode = h.mode;
+    if (mode) *mode = h.ctx ? FSE_MODE_TANS_CTX : h.mode;
     int tans = h.mode == FSE_MODE_TANS5 || h.mode == FSE_MODE_TANS8;
     if (tablelog) *tablelog = tans ? (int)h.t.R : 0;
     if (states) *states = tans ? (int)fse_states_for_n(h.n) : 0;
@@ -225,10 +235,20 @@ static int decode_payload(uint8_t *dst, size_t n, const dentry *T, unsigned R,
 
 int fse_decompress(uint8_t *dst, size_t n, const uint8_t *src, size_t size)
 {
+    return fse_decompress_ctx(dst, n, src, size, 0);
+}
+
+int fse_decompress_ctx(uint8_t *dst, size_t n, const uint8_t *src, size_t size, size_t width)
+{
     hinfo h;
     int e = parse_header(src, size, &h);
     if (e) return e;
     if (h.n != (uint64_t)n) return FSE_ERR_N_MISMATCH;
+    if (width && n % width) return FSE_ERR_WIDTH;
+    if (h.ctx) {
+        if (!width) return FSE_ERR_NEED_WIDTH;
+        return ctx_decode(dst, n, width, &h.c, src, size, h.hdr_bits);
+    }
     if (h.mode == FSE_MODE_RAW) { if (n) memcpy(dst, src + h.data_off, n); return 0; }
     if (h.mode == FSE_MODE_RUN) { memset(dst, (int)h.run_sym, n); return 0; }
     dentry T[FSE_MAX_L];

@@ -10,12 +10,12 @@
 
 /* symbol count: '0' + 15 bits for n < 2^15, else '1' + 5-bit bit length b + the low b-1 bits */
 #define NCODE_SHORT_LIMIT 32768u
-static unsigned ncode_bits(uint64_t n)
+unsigned ncode_bits(uint64_t n)
 {
     return n < NCODE_SHORT_LIMIT ? 16 : 6 + bitlen32((uint32_t)n) - 1;
 }
 
-static void ncode_put(bitw *w, uint64_t n)
+void ncode_put(bitw *w, uint64_t n)
 {
     if (n < NCODE_SHORT_LIMIT) { bw_put(w, (uint32_t)n << 1, 16); return; }
     unsigned b = bitlen32((uint32_t)n);

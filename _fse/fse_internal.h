@@ -12,6 +12,7 @@
  *   fse_encode.c   fse_compress and the encoder loop (generic + BMI2 clone)
  *   fse_decode.c   header parsing, fse_decompress and the decoder loop
  *   fse_batch.c    the threaded batch calls
+ *   fse_context.c  the spatial-context variant (fse_compress_ctx, its decoder)
  *
  * Layout of a stream: one bit stream, LSB-first inside each byte:
  *
@@ -154,8 +155,31 @@ FSE_HIDDEN void normalize(uint32_t *q, const uint32_t *cnt, unsigned lo, unsigne
 FSE_HIDDEN unsigned hdr_cost(tdesc *t);              /* chooses t->d */
 FSE_HIDDEN void hdr_write(bitw *w, const tdesc *t);
 FSE_HIDDEN int hdr_read(bitr *r, tdesc *t, unsigned mode);   /* after mode and n */
+/* the description without the 3-bit table log (t->R and t->small set by the caller) */
+FSE_HIDDEN unsigned body_cost(tdesc *t);             /* chooses t->d */
+FSE_HIDDEN void body_write(bitw *w, const tdesc *t);
+FSE_HIDDEN int body_read(bitr *r, tdesc *t);
 FSE_HIDDEN void build_dtable(dentry *T, const tdesc *t);
 FSE_HIDDEN void build_etable(etable *E, const tdesc *t);
+
+/* fse_encode.c: the symbol count code */
+FSE_HIDDEN unsigned ncode_bits(uint64_t n);
+FSE_HIDDEN void ncode_put(bitw *w, uint64_t n);
+
+/* context variant (fse_context.c, format in docs/entropy.md) */
+#define NCODE_CTX_ESCAPE 1u   /* count code '1' + 5-bit length 1 (never a count): context stream */
+typedef struct {
+    unsigned m, R;             /* reference symbol, shared table log */
+    unsigned ntab;             /* distinct tables (1..FSE_CTX_COUNT) */
+    uint8_t tab[FSE_CTX_COUNT];   /* context -> table index; CTX_UNUSED: no symbol has it */
+    tdesc t[FSE_CTX_COUNT];
+} cdesc;
+#define CTX_UNUSED 255u
+/* after mode, escape and n (mode must be FSE_MODE_TANS5) */
+FSE_HIDDEN int ctx_hdr_read(bitr *r, cdesc *c);
+/* payload of a context stream; H: header bits; n % w == 0 checked by the caller */
+FSE_HIDDEN int ctx_decode(uint8_t *dst, size_t n, size_t w, const cdesc *c,
+                          const uint8_t *src, size_t size, size_t H);
 
 /* fse_hash.c */
 /* histogram of the symbols and the content hash, in one pass; returns the hash */

@@ -56,6 +56,9 @@ const char *fse_error_string(int code)
     case FSE_ERR_DST_SMALL: return "output buffer too small";
     case FSE_ERR_TOO_FEW: return "tANS stream must code at least 2 symbols";
     case FSE_ERR_N_RANGE: return "channel too long (more than 2^31-1 symbols)";
+    case FSE_ERR_NEED_WIDTH: return "context-coded stream: the row width (symbols per row) is needed to decode it";
+    case FSE_ERR_WIDTH: return "symbol count is not a multiple of the row width";
+    case FSE_ERR_CTX: return "invalid context tables in a context-coded stream";
     default: return "unknown error";
     }
 }
@@ -157,10 +160,12 @@ static unsigned counts_cost(const tdesc *t, unsigned d)
 #define D_FIXED 2u   /* d when only one count is coded (two symbols): not stored */
 
 /* choose d, return the table description cost (mode and n excluded) */
-unsigned hdr_cost(tdesc *t)
+unsigned hdr_cost(tdesc *t) { return 3 + body_cost(t); }
+
+unsigned body_cost(tdesc *t)
 {
     unsigned m = t->hi - t->lo;
-    unsigned base = 3 + (t->small ? 5 : 8) + (2 * bitlen32(m) - 1) + bitlen32(m);
+    unsigned base = (t->small ? 5 : 8) + (2 * bitlen32(m) - 1) + bitlen32(m);
     if (m == 1) { t->d = D_FIXED; return base + counts_cost(t, D_FIXED); }
     unsigned best = ~0u, bd = 0;
     for (unsigned d = 0; d < 4; d++) {
@@ -173,9 +178,14 @@ unsigned hdr_cost(tdesc *t)
 
 void hdr_write(bitw *w, const tdesc *t)
 {
+    bw_put(w, t->R - FSE_MIN_TABLELOG, 3);
+    body_write(w, t);
+}
+
+void body_write(bitw *w, const tdesc *t)
+{
     const uint32_t L = 1u << t->R;
     unsigned m = t->hi - t->lo, bm = bitlen32(m);
-    bw_put(w, t->R - FSE_MIN_TABLELOG, 3);
     bw_put(w, t->lo, t->small ? 5 : 8);
     /* gamma(m): bm-1 zeros, a one, then the bm-1 low bits of m */
     bw_put(w, 1u << (bm - 1), bm);
@@ -208,6 +218,13 @@ int hdr_read(bitr *r, tdesc *t, unsigned mode)   /* after mode and n */
     if ((e = br_get(r, 3, &v))) return e;
     t->R = v + FSE_MIN_TABLELOG;
     if (t->R > FSE_MAX_TABLELOG) return FSE_ERR_TABLELOG;
+    return body_read(r, t);
+}
+
+int body_read(bitr *r, tdesc *t)   /* t->R and t->small set */
+{
+    uint32_t v;
+    int e;
     const uint32_t L = 1u << t->R;
     const unsigned maxsym = t->small ? 31 : 255;
     if ((e = br_get(r, t->small ? 5 : 8, &v))) return e;
