@@ -20,7 +20,7 @@ from PIL_l3ic.conversion import metadata, pillow
 from PIL_l3ic.runtime import QUALITIES, QUALITY_BY_ID
 
 DEFAULT_QUALITY = "32c"
-STREAM_MODES = {0: "tANS", 1: "run", 2: "raw"}
+STREAM_MODES = {0: "tANS", 1: "run", 2: "raw", 3: "tANS-ctx"}
 
 
 # ----------------------------------------------------------------------------- info, roundtrip

@@ -187,7 +187,10 @@ def _synthesise(net, lat: np.ndarray, H: int, W: int, gray: bool = False,
 
 # _fse.stream_info modes -> container channel-table modes
 _CONTAINER_MODE = {"tans": container.STREAM_TANS, "run": container.STREAM_RUN,
-                   "raw": container.STREAM_RAW}
+                   "raw": container.STREAM_RAW, "tans-ctx": container.STREAM_TANS_CTX}
+# Spatial-context coding of the channels (docs/entropy.md); False writes only the plain
+# stream modes (version 1 files), for comparisons and tests.
+CONTEXT_CODING = True
 
 
 def _stream_modes(fse, streams: Sequence[bytes]) -> list[int]:
@@ -205,7 +208,9 @@ def _coder_threads(symbols: int) -> int:
 
 def _compress(lat: np.ndarray) -> tuple[list[bytes], list[int]]:
     from . import _fse
-    streams = _fse.compress_batch(lat.reshape(lat.shape[0], -1), threads=_coder_threads(lat.size))
+    width = lat.shape[2] if CONTEXT_CODING else None
+    streams = _fse.compress_batch(lat.reshape(lat.shape[0], -1), threads=_coder_threads(lat.size),
+                                  width=width)
     return streams, _stream_modes(_fse, streams)
 
 
@@ -232,13 +237,14 @@ def _decompress(streams: Sequence[bytes | None], C: int, h: int, w: int,
     if present:
         try:
             lat[present] = _fse.decompress_batch([streams[i] for i in present], n,
-                                                 threads=_coder_threads(len(present) * n))
+                                                 threads=_coder_threads(len(present) * n),
+                                                 width=w)
         except ValueError as e:
             if not allow_truncated:
                 raise ContainerError(f"corrupt l3ic channel stream: {e}") from None
             for i in present:           # salvage the channels that do decode
                 try:
-                    lat[i] = np.frombuffer(_fse.decompress(streams[i], n), np.uint8)
+                    lat[i] = np.frombuffer(_fse.decompress(streams[i], n, width=w), np.uint8)
                 except ValueError:
                     lat[i] = ZERO_INDEX
     np.minimum(lat, _MAX_INDEX, out=lat)

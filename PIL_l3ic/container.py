@@ -25,6 +25,7 @@ Functions
     accept(prefix) -> bool                      for the plugin's ``_accept``.
     pack(header, channel_streams, channel_modes, *, icc=None, exif=None, xmp=None, alpha=None)
         -> bytes.  ValueError on bad arguments; alpha is required iff header.has_alpha.
+        Writes version 2 when a channel uses STREAM_TANS_CTX, else version 1 (docs/format.md).
     read_layout(fp) -> Layout    reads header, channel table, chunk directory and icc/exif/xmp
         only (never a channel stream or the alpha plane).  fp: seekable binary file positioned
         at the container start.  A file truncated inside the channel streams or alpha plane
@@ -49,13 +50,16 @@ from io import BytesIO
 from typing import BinaryIO, Sequence
 
 MAGIC = b"\x89L3C\r\n\x1a\n"
-VERSION = 1
+VERSION = 2                # the newest version this module reads and writes
+VERSIONS = (1, 2)          # versions it reads; pack writes the lowest that holds the file
 MODES = {"RGB": 1, "L": 2, "RGBA": 3, "LA": 4}
 _MODE_NAMES = {v: k for k, v in MODES.items()}
 ALPHA_MODES = frozenset({"RGBA", "LA"})
 MODEL_CHANNELS = {1: 16, 2: 32, 3: 64}
-STREAM_TANS, STREAM_RUN, STREAM_RAW = 0, 1, 2
-_STREAM_MODES = frozenset({STREAM_TANS, STREAM_RUN, STREAM_RAW})
+STREAM_TANS, STREAM_RUN, STREAM_RAW, STREAM_TANS_CTX = 0, 1, 2, 3
+# stream modes allowed in the channel table of each version (3, context tANS, from version 2)
+_STREAM_MODES = {1: frozenset({STREAM_TANS, STREAM_RUN, STREAM_RAW}),
+                 2: frozenset({STREAM_TANS, STREAM_RUN, STREAM_RAW, STREAM_TANS_CTX})}
 
 CHUNK_ICC, CHUNK_EXIF, CHUNK_XMP, CHUNK_ALPHA = b"iccp", b"exif", b"xmpm", b"ALPH"
 _METADATA_CHUNKS = (CHUNK_ICC, CHUNK_EXIF, CHUNK_XMP)
@@ -232,12 +236,14 @@ def pack(header: Header, channel_streams: Sequence[bytes], channel_modes: Sequen
     if len(chunks) > MAX_CHUNKS:
         raise ValueError(f"{len(chunks)} chunks, limit {MAX_CHUNKS}")
     streams = [bytes(s) for s in channel_streams]
-    out = [_FIXED.pack(MAGIC, VERSION, MODES[header.mode], header.model_id, len(chunks),
+    for mode in channel_modes:
+        if mode not in _STREAM_MODES[VERSION]:
+            raise ValueError(f"invalid stream mode {mode!r}")
+    version = 2 if STREAM_TANS_CTX in channel_modes else 1
+    out = [_FIXED.pack(MAGIC, version, MODES[header.mode], header.model_id, len(chunks),
                        header.width, header.height, header.latent_h, header.latent_w, n,
                        header.fingerprint)]
     for mode, s in zip(channel_modes, streams):
-        if mode not in _STREAM_MODES:
-            raise ValueError(f"invalid stream mode {mode!r}")
         if len(s) > _U32:
             raise ValueError("channel stream longer than 4 GiB")
         out.append(_CHANNEL.pack(mode, len(s), zlib.crc32(s)))
@@ -280,11 +286,12 @@ def read_layout(fp: BinaryIO) -> Layout:
         if 0 < len(fixed) < 8 and MAGIC.startswith(fixed):
             raise TruncatedError(f"truncated l3ic header: file is {len(fixed)} bytes")
         raise NotL3icError("not an l3ic file (bad magic)")
-    if len(fixed) > 8 and fixed[8] != VERSION:
-        raise ContainerError(f"unsupported l3ic version {fixed[8]} (this reader: {VERSION})")
+    if len(fixed) > 8 and fixed[8] not in VERSIONS:
+        raise ContainerError(f"unsupported l3ic version {fixed[8]} (this reader: "
+                             f"{', '.join(map(str, VERSIONS))})")
     if len(fixed) < _FIXED.size:
         raise TruncatedError(f"truncated l3ic header: file is {len(fixed)} bytes")
-    (_, _, mode_id, model_id, n_chunks, width, height, latent_h, latent_w, n_channels,
+    (_, version, mode_id, model_id, n_chunks, width, height, latent_h, latent_w, n_channels,
      fingerprint) = _FIXED.unpack(fixed)
     if not 1 <= n_channels <= MAX_CHANNELS:
         raise ContainerError(f"channel count {n_channels} outside 1..{MAX_CHANNELS}")
@@ -333,8 +340,9 @@ def read_layout(fp: BinaryIO) -> Layout:
     channels: list[ChannelEntry] = []
     for i in range(n_channels):
         mode, length, crc = _CHANNEL.unpack_from(rest, i * _CHANNEL.size)
-        if mode not in _STREAM_MODES:
-            raise ContainerError(f"channel {i}: invalid stream mode {mode}")
+        if mode not in _STREAM_MODES[version]:
+            raise ContainerError(f"channel {i}: invalid stream mode {mode} in a version "
+                                 f"{version} file")
         channels.append(ChannelEntry(mode, offset, length, crc))
         offset += length
     meta = {c.type: _read_entry(fp, base, file_size, c, f"chunk {c.type.decode()}")

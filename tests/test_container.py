@@ -141,9 +141,37 @@ def test_bad_magic():
         assert isinstance(ei.value, SyntaxError) and not isinstance(ei.value, OSError)
 
 
-def test_unsupported_version():
-    with pytest.raises(ContainerError, match="version 2"):
-        c.read_layout(io.BytesIO(forge(version=2)))
+@pytest.mark.parametrize("version", [0, 3, 255])
+def test_unsupported_version(version):
+    with pytest.raises(ContainerError, match=f"unsupported l3ic version {version} "):
+        c.read_layout(io.BytesIO(forge(version=version)))
+
+
+def test_context_mode_needs_version_2():
+    """Stream mode 3 (context tANS) exists from version 2 on: a version 1 file with it is
+    invalid, a version 2 file reads, and an unknown mode fails with a clear message."""
+    table = [(3, 0, 0)] + [(0, 0, 0)] * 15
+    with pytest.raises(ContainerError, match="invalid stream mode 3 in a version 1 file"):
+        c.read_layout(io.BytesIO(forge(version=1, table=table)))
+    layout = c.read_layout(io.BytesIO(forge(version=2, table=table)))
+    assert layout.channels[0].mode == c.STREAM_TANS_CTX
+    with pytest.raises(ContainerError, match="channel 0: invalid stream mode 4 in a version 2"):
+        c.read_layout(io.BytesIO(forge(version=2, table=[(4, 0, 0)] + table[1:])))
+
+
+def test_pack_writes_lowest_version():
+    """pack writes version 1 (bytes as before) unless a channel is context-coded."""
+    h = Header(16, 8, "RGB", 1, FP)
+    streams = [bytes([i]) for i in range(16)]
+    v1 = c.pack(h, streams, [0, 1, 2] * 5 + [0])
+    assert v1[8] == 1
+    v2 = c.pack(h, streams, [c.STREAM_TANS_CTX] + [0, 1, 2] * 5)
+    assert v2[8] == 2 and v2[9:] != v1[9:]
+    layout, chans, _ = c.unpack(v2)
+    assert [ch.mode for ch in layout.channels][:2] == [c.STREAM_TANS_CTX, 0]
+    assert chans == streams
+    with pytest.raises(ValueError, match="invalid stream mode 4"):
+        c.pack(h, streams, [4] + [0] * 15)
 
 
 def test_every_truncation():
@@ -285,7 +313,7 @@ def test_unknown_ancillary_chunk_ignored_and_trailing_data():
 def test_pack_rejects_bad_arguments():
     h = Header(5, 5, "RGB", 1, FP)
     s, m = streams(16), [0] * 16
-    for args, kw in [((s[:15], m[:15]), {}), ((s, [3] * 16), {}), ((s, m), {"alpha": b"a"}),
+    for args, kw in [((s[:15], m[:15]), {}), ((s, [4] * 16), {}), ((s, m), {"alpha": b"a"}),
                      ((s, m), {"extra_chunks": [(b"iccp", b"x")], "icc": b"y"}),
                      ((s, m), {"extra_chunks": [(b"a b!", b"x")]}),
                      ((s, m), {"extra_chunks": [(bytes([97 + i]) * 4, b"") for i in range(17)]})]:
