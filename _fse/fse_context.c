@@ -275,19 +275,26 @@ ptrdiff_t fse_compress_ctx(uint8_t *dst, size_t cap, const uint8_t *src, size_t 
 /* ------------------------------------------------------------------------ */
 /* decoder                                                                    */
 /* ------------------------------------------------------------------------ */
-/* entries of the context tables: nb in bits 0-3, a(sym) = min(|sym - m|, 3) in bits 4-5 */
+/* Entries of the context tables as uint32 (the dentry layout): base in bits 0-15, sym in
+ * 16-23, nb in 24-27 and a(sym) = min(|sym - m|, 3) in 28-29.  One copy of the table per
+ * context: the three candidate entries of a state are loaded before its context is known
+ * (they depend on the state only) and the context selects one, so the chain from one
+ * symbol to the next is a few ALU operations, not two dependent loads. */
 #define DECC(x, j)                                                           \
     do {                                                                     \
+        const uint32_t c0_ = T0[x], c1_ = T1[x], c2_ = T2[x];                \
         unsigned d_ = al + ((j) >= w ? A[dst[(j) - w]] : 0u);                \
         bad |= umask >> d_;                                                  \
-        const dentry e_ = ctt[d_][x];                                        \
-        dst[j] = e_.sym;                                                     \
-        unsigned nb_ = e_.nb & 15u;                                          \
+        uint32_t e_ = d_ > 2 ? c2_ : c1_;                                    \
+        e_ = d_ == 0 ? c0_ : e_;                                             \
+        dst[j] = (uint8_t)(e_ >> 16);                                        \
+        unsigned nb_ = (e_ >> 24) & 15u;                                     \
         uint32_t bits_ = (uint32_t)((c >> 1) >> (63 - nb_));                 \
         c <<= nb_;                                                           \
         cnt -= (int)nb_;                                                     \
-        x = e_.base + bits_;                                                 \
-        if (++col == w) { col = 0; al = 0; } else al = e_.nb >> 4;           \
+        x = (e_ & 0xFFFFu) + bits_;                                          \
+        al = e_ >> 28;                                                       \
+        if (++col == w) { col = 0; al = 0; }                                 \
     } while (0)
 
 #define REFILL_FAST()                                                        \
@@ -297,8 +304,8 @@ ptrdiff_t fse_compress_ctx(uint8_t *dst, size_t cap, const uint8_t *src, size_t 
         cnt |= 56;                                                           \
     } while (0)
 
-FSE_INLINE int ctx_core(uint8_t *dst, size_t n, size_t w, const dentry *const *ctt,
-                        unsigned umask, const uint8_t *A, unsigned R, const uint8_t *b,
+FSE_INLINE int ctx_core(uint8_t *dst, size_t n, size_t w, const uint32_t *T0,
+                        const uint32_t *T1, const uint32_t *T2, unsigned umask, const uint8_t *A, unsigned R, const uint8_t *b,
                         size_t bs, size_t H, unsigned S)
 {
     const uint8_t last = b[bs - 1];
@@ -348,7 +355,8 @@ FSE_INLINE int ctx_core(uint8_t *dst, size_t n, size_t w, const dentry *const *c
         default: x = x3; break;
         }
         unsigned d = al + (i >= w ? A[dst[i - w]] : 0u);
-        if (8 * bp + cnt - (int64_t)(ctt[d][x].nb & 15u) < (int64_t)H) return FSE_ERR_TRUNCATED;
+        uint32_t ec = d == 0 ? T0[x] : d <= 2 ? T1[x] : T2[x];
+        if (8 * bp + cnt - (int64_t)((ec >> 24) & 15u) < (int64_t)H) return FSE_ERR_TRUNCATED;
         DECC(x, i);
         switch (i & (S - 1)) {
         case 0: x0 = x; break;
@@ -370,9 +378,10 @@ FSE_INLINE int ctx_core(uint8_t *dst, size_t n, size_t w, const dentry *const *c
     return 0;
 }
 
-#define CTX_ARGS uint8_t *dst, size_t n, size_t w, const dentry *const *ctt, unsigned umask, \
-                 const uint8_t *A, unsigned R, const uint8_t *b, size_t bs, size_t H, unsigned S
-#define CTX_CALL(s) ctx_core(dst, n, w, ctt, umask, A, R, b, bs, H, s)
+#define CTX_ARGS uint8_t *dst, size_t n, size_t w, const uint32_t *T0, const uint32_t *T1, \
+                 const uint32_t *T2, unsigned umask, const uint8_t *A, unsigned R,       \
+                 const uint8_t *b, size_t bs, size_t H, unsigned S
+#define CTX_CALL(s) ctx_core(dst, n, w, T0, T1, T2, umask, A, R, b, bs, H, s)
 
 static int ctx_payload_generic(CTX_ARGS)
 {
@@ -398,7 +407,8 @@ static int ctx_payload_bmi2(CTX_ARGS)
 int ctx_decode(uint8_t *dst, size_t n, size_t w, const cdesc *cd, const uint8_t *src,
                size_t size, size_t H)
 {
-    dentry T[FSE_CTX_COUNT][FSE_MAX_L];
+    dentry T[FSE_CTX_COUNT][FSE_MAX_L];   /* one per table */
+    uint32_t U[FSE_CTX_COUNT][FSE_MAX_L]; /* one per context (see DECC) */
     uint8_t A[256];
     const uint32_t L = 1u << cd->R;
     amap_build(A, cd->m);
@@ -406,18 +416,16 @@ int ctx_decode(uint8_t *dst, size_t n, size_t w, const cdesc *cd, const uint8_t 
         build_dtable(T[t], &cd->t[t]);
         for (uint32_t j = 0; j < L; j++) T[t][j].nb |= (uint8_t)(A[T[t][j].sym] << 4);
     }
-    const dentry *ctt[7];
     unsigned umask = 0;   /* bit d: sums d that select an unused context */
-    for (unsigned d = 0; d < 7; d++) {
-        unsigned tab = cd->tab[CT[d]];
-        ctt[d] = T[tab == CTX_UNUSED ? 0 : tab];
-        if (tab == CTX_UNUSED) umask |= 1u << d;
+    for (unsigned k = 0; k < FSE_CTX_COUNT; k++) {
+        unsigned tab = cd->tab[k];
+        memcpy(U[k], T[tab == CTX_UNUSED ? 0 : tab], L * sizeof(uint32_t));
+        if (tab == CTX_UNUSED)
+            for (unsigned d = 0; d < 7; d++) if (CT[d] == k) umask |= 1u << d;
     }
     unsigned S = fse_states_for_n(n), R = cd->R;
-    const uint8_t *b = src;
-    size_t bs = size;
 #if FSE_HAVE_BMI2
-    if (have_bmi2) return ctx_payload_bmi2(dst, n, w, ctt, umask, A, R, b, bs, H, S);
+    if (have_bmi2) return ctx_payload_bmi2(dst, n, w, U[0], U[1], U[2], umask, A, R, src, size, H, S);
 #endif
-    return ctx_payload_generic(dst, n, w, ctt, umask, A, R, b, bs, H, S);
+    return ctx_payload_generic(dst, n, w, U[0], U[1], U[2], umask, A, R, src, size, H, S);
 }

@@ -6,7 +6,7 @@ format cannot see the change:
 
 * raw streams: the stored bytes themselves (no redundancy), and run streams:
   the symbol byte;
-* tANS streams: the format has no checksum; a change is caught by the strict
+* tANS streams (plain and context variant, 'tans-ctx'): the format has no checksum; a change is caught by the strict
   decoder checks (header validation, exact end of the bit stream, every state
   back at its initial value).  Those checks are probabilistic for a change in
   the payload: a corrupted stream passes them with a probability of roughly
@@ -47,6 +47,20 @@ def laplace_channel(n, b, seed=0, center=15, alphabet=32):
     return bytes(np.clip(np.rint(y) + center, 0, alphabet - 1).astype(np.uint8))
 
 
+def ctx_channel(h, w, seed=0):
+    """Latent-like 2-D channel (busy regions over quiet ones) on which the context
+    variant wins; coded with width w."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    busy = (np.sin(yy / 6.0 + seed) + np.cos(xx / 4.5)) > 0.9
+    y = rng.laplace(0.0, 1.0, (h, w)) * np.where(busy, 2.5, 0.35)
+    return bytes(np.clip(np.rint(y) + 15, 0, 31).astype(np.uint8).ravel())
+
+
+TANS = ("tans", "tans-ctx")
+WIDTH = {}   # data -> row width, for the context-coded channels
+
+
 def _corpus():
     rng = np.random.default_rng(1234)
     c = {
@@ -63,11 +77,17 @@ def _corpus():
         "raw": bytes(rng.integers(0, 256, 700).astype(np.uint8)),
         "empty": b"",
     }
+    for name, (h, w) in {"tans-ctx_24x40": (24, 40), "tans-ctx_64x64": (64, 64),
+                         "tans-ctx_130x130_S2": (130, 130),
+                         "tans-ctx_136x240_S4": (136, 240)}.items():
+        c[name] = ctx_channel(h, w, seed=h)
+        WIDTH[c[name]] = w
     out = {}
     for name, data in c.items():
-        blob = fse.compress(data)
+        blob = fse.compress(data, width=WIDTH.get(data))
         mode = fse.stream_info(blob)["mode"]
         assert name.startswith(mode) or name == "empty", (name, mode)
+        assert name.startswith("tans-ctx") == (mode == "tans-ctx"), (name, mode)
         out[name] = (data, blob, mode)
     return out
 
@@ -98,15 +118,17 @@ def changed_bits(a, b):
 
 def decode_outcome(mutated, data):
     """'error', 'same' (decodes to the original) or 'silent' (other data, same length).
-    Also exercises the call without n.  Any exception but FSEError fails the test."""
+    Also exercises the call without n.  Any exception but FSEError fails the test.
+    Context-coded channels (WIDTH) are decoded with their width."""
+    width = WIDTH.get(data)
     try:
-        out = fse.decompress(mutated)
+        out = fse.decompress(mutated, width=width)
     except FSEError:
         pass
     else:
         assert isinstance(out, bytes)
     try:
-        out = fse.decompress(mutated, len(data))
+        out = fse.decompress(mutated, len(data), width=width)
     except FSEError:
         return "error"
     assert len(out) == len(data)
@@ -140,7 +162,7 @@ def silent_limit(total, bits):
 
 
 def _check_tally(name, mode, tally, data):
-    if mode == "tans":
+    if mode in TANS:
         blob = CORPUS[name][1]
         limit = silent_limit(tally.total, check_bits(blob))
         assert tally.silent <= limit, (name, tally.silent, tally.total, limit, tally.examples)
@@ -194,7 +216,7 @@ def test_flip_bits(name):
         if out == "silent" and b in undetectable_bits(mode, data):
             continue
         t.add(name, ("flip", b), out)
-        if mode != "tans":
+        if mode not in TANS:
             assert out != "silent", (name, b)
     for _ in range(300):                                   # double flips and byte changes
         m = bytearray(blob)
@@ -207,7 +229,7 @@ def test_flip_bits(name):
         if out == "silent" and set(changed_bits(blob, m)) <= undetectable_bits(mode, data):
             continue
         t.add(name, ("multi", i, j, k), out)
-        if mode != "tans":
+        if mode not in TANS:
             assert out != "silent", (name, i, j, k)
     _check_tally(name, mode, t, data)
 
@@ -229,10 +251,10 @@ def test_splice_streams():
                 m = ba[:i] + bb[j:]
                 for data in (da, db):
                     out = decode_outcome(m, data)
-                    if m == fse.compress(data):
+                    if m == fse.compress(data, width=WIDTH.get(data)):
                         continue
                     t.add(a, ("splice", b, i, j), out)
-                    if len(data) >= 4096 and fse.stream_info(fse.compress(data))["mode"] == "tans":
+                    if len(data) >= 4096 and CORPUS[a if data is da else b][2] in TANS:
                         assert out != "silent", (a, b, i, j)
     for a, t in tallies.items():
         assert t.silent <= max(2, t.total // 50), (a, t.silent, t.total, t.examples)
@@ -255,6 +277,35 @@ def test_splice_same_length_channels():
                 m = streams[x][:i] + streams[y][j:]
                 for data in (datas[x], datas[y]):
                     assert decode_outcome(m, data) in ("error", "same")
+
+
+def test_splice_same_length_context_channels():
+    """As above for context-coded channels of a 1080p latent (136 x 240), also spliced
+    with the plain stream of the same data, and decoded with the wrong width."""
+    h, w = 136, 240
+    datas = [ctx_channel(h, w, seed=s) for s in range(4)]
+    streams = [fse.compress(d, width=w) for d in datas] + [fse.compress(datas[0])]
+    datas.append(datas[0])
+    assert [fse.stream_info(s)["mode"] for s in streams] == ["tans-ctx"] * 4 + ["tans"]
+    rnd = random.Random(6)
+    for x in range(len(streams)):
+        for y in range(len(streams)):
+            if x == y:
+                continue
+            for _ in range(20):
+                i = rnd.randrange(1, len(streams[x]))
+                j = rnd.randrange(1, len(streams[y]))
+                m = streams[x][:i] + streams[y][j:]
+                for data in (datas[x], datas[y]):
+                    try:
+                        out = fse.decompress(m, h * w, width=w)
+                    except FSEError:
+                        continue
+                    assert out == data
+    for s in streams[:4]:
+        for wrong in (120, 480, 1, h * w):
+            with pytest.raises(FSEError):
+                fse.decompress(s, h * w, width=wrong)
 
 
 def _bits_to_bytes(bits):
