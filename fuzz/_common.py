@@ -111,3 +111,15 @@ def fix_crcs(data: bytes, refingerprint: bool = True) -> bytes:
             struct.pack_into("<I", b, crc_pos, zlib.crc32(b[off:off + length]))
     struct.pack_into("<I", b, crc_at, zlib.crc32(b[:crc_at]))
     return bytes(b)
+
+
+def width_for(n: int) -> int:
+    """The row width the stream harnesses decode context streams with: the largest divisor
+    of n up to sqrt(n) (fuzz/fuzz_fse.c uses the same rule; make_corpus.py codes its
+    synthetic context streams with it, so they decode)."""
+    w, d = 1, 2
+    while d * d <= n:
+        if n % d == 0:
+            w = d
+        d += 1
+    return w

@@ -162,33 +162,51 @@ def check_stream(data: bytes) -> str:
             raise Finding(f"decompress(n={n}) accepted a stream that stream_info rejected")
         return "rejected"
     n = info["n"]
-    if info["size"] != len(data) or info["mode"] not in ("tans", "run", "raw"):
+    ctx = info["mode"] == "tans-ctx"
+    if info["size"] != len(data) or info["mode"] not in ("tans", "tans-ctx", "run", "raw"):
         raise Finding(f"stream_info inconsistent: {info}")
+    width = _common.width_for(n) if n <= MAX_STREAM_N else None
     for wrong in (n - 1, n + 1):
         if 0 <= wrong <= fse.MAX_N:
             try:
-                fse.decompress(data, wrong)
+                fse.decompress(data, wrong, width=width)
             except FSEError:
                 continue
             raise Finding(f"decompress accepted n={wrong} for a stream of {n} symbols")
+    if 2 <= n < fse.MAX_N:
+        try:
+            fse.decompress(data, n, width=n + 1)
+        except FSEError:
+            pass
+        else:
+            raise Finding(f"decompress accepted width {n + 1} for {n} symbols")
     if n > MAX_STREAM_N:
         return "accepted-long"
+    if ctx:
+        try:
+            fse.decompress(data, n)
+        except FSEError:
+            pass
+        else:
+            raise Finding("a context stream decoded without a width")
     try:
-        out = fse.decompress(data, n)
+        out = fse.decompress(data, n, width=width)
     except FSEError:
         try:
-            fse.decompress_batch([data], n, threads=1)
+            fse.decompress_batch([data], n, threads=1, width=width)
         except FSEError:
             return "rejected"
         raise Finding("decompress_batch accepted a stream that decompress rejected")
     if len(out) != n:
         raise Finding(f"decoded {len(out)} symbols, stream declares {n}")
-    if fse.decompress(data) != out:
+    if fse.decompress(data, width=width) != out:
         raise Finding("decompress(blob) differs from decompress(blob, n)")
-    batch = fse.decompress_batch([data, bytearray(data)], n, threads=2)
+    if not ctx and fse.decompress(data) != out:
+        raise Finding("a plain stream decodes differently with a width")
+    batch = fse.decompress_batch([data, bytearray(data)], n, threads=2, width=width)
     if batch.shape != (2, n) or batch[0].tobytes() != out or batch[1].tobytes() != out:
         raise Finding("decompress_batch differs from decompress")
-    again = fse.compress(out)
-    if fse.decompress(again, n) != out:
+    again = fse.compress(out, width=width)
+    if fse.decompress(again, n, width=width) != out:
         raise Finding("re-encoded stream does not round-trip")
     return "accepted"

@@ -14,7 +14,11 @@
  *     (the encoder runs only on streams the decoder accepted, so the campaign stays a decoder
  *     campaign);
  *   - the decoder is deterministic (decoding twice gives the same bytes), and the batch call
- *     (fse_decompress_batch, two copies, up to two threads) agrees with the single call.
+ *     (fse_decompress_batch, two copies, up to two threads) agrees with the single call;
+ *   - context streams (FSE_MODE_TANS_CTX) are refused without a width and with one that does
+ *     not divide n, and decoded with a width taken from n (its largest divisor <= sqrt(n)),
+ *     plain streams with that width too (same result as without); the round trip then goes
+ *     through fse_compress_ctx with that width.
  * Any violation calls abort(), which libFuzzer reports as a crash, as does an input that takes
  * more than LIMIT_CPU_S seconds of CPU time (a hang; libFuzzer's own -timeout is wall-clock and
  * fires when the campaign is merely paused or starved, so run_campaign.sh sets it far higher).
@@ -43,6 +47,14 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
+/* the width the harness decodes with: the largest divisor of n up to sqrt(n) (1 for primes) */
+static size_t pick_width(uint64_t n)
+{
+    size_t w = 1;
+    for (size_t d = 2; (uint64_t)d * d <= n; d++) if (n % d == 0) w = d;
+    return w;
+}
+
 static int check_one(const uint8_t *data, size_t size)
 {
     uint64_t n = 0;
@@ -59,9 +71,10 @@ static int check_one(const uint8_t *data, size_t size)
         }
         return 0;
     }
-    if (mode < FSE_MODE_TANS5 || mode > FSE_MODE_RAW) fail("stream_info: bad mode", mode);
+    if (mode < FSE_MODE_TANS5 || mode > FSE_MODE_TANS_CTX) fail("stream_info: bad mode", mode);
     if (n > FSE_MAX_N) fail("stream_info: n above FSE_MAX_N", (int)(n & 0x7fffffff));
-    if (mode == FSE_MODE_TANS5 || mode == FSE_MODE_TANS8) {
+    const int ctx = mode == FSE_MODE_TANS_CTX;
+    if (mode == FSE_MODE_TANS5 || mode == FSE_MODE_TANS8 || ctx) {
         if (tablelog < FSE_MIN_TABLELOG || tablelog > FSE_MAX_TABLELOG)
             fail("stream_info: table log out of range", tablelog);
         if ((unsigned)states != fse_states_for_n(n)) fail("stream_info: state count", states);
@@ -81,14 +94,26 @@ static int check_one(const uint8_t *data, size_t size)
 
     uint8_t *dst = malloc(n ? (size_t)n : 1);
     if (!dst) return 0;
+    const size_t w = n ? pick_width(n) : 1;
     int e = fse_decompress(dst, (size_t)n, data, size);
+    if (ctx && e != FSE_ERR_NEED_WIDTH) fail("context stream decoded without a width", e);
+    if (n >= 2 && fse_decompress_ctx(dst, (size_t)n, data, size, (size_t)n + 1) == 0)
+        fail("decompress accepted a width that does not divide n", 0);
+    if (!ctx && e == 0) {   /* plain streams ignore a dividing width */
+        uint8_t *plain = malloc(n ? (size_t)n : 1);
+        memcpy(plain, dst, n);
+        if (fse_decompress_ctx(dst, (size_t)n, data, size, w) != 0 || (n && memcmp(dst, plain, n)))
+            fail("plain stream decodes differently with a width", 0);
+        free(plain);
+    }
+    e = fse_decompress_ctx(dst, (size_t)n, data, size, w);
     if (e > 0) fail("decompress returned a positive code", e);
     {   /* the batch call (two copies of the stream) agrees with the single call */
         uint8_t *two = malloc(n ? 2 * (size_t)n : 1);
         const uint8_t *blobs[2] = {data, data};
         size_t lens[2] = {size, size};
         int errs[2] = {1, 1};
-        fse_decompress_batch(two, errs, blobs, lens, 2, (size_t)n, 2);
+        fse_decompress_batch(two, errs, blobs, lens, 2, (size_t)n, w, 2);
         if (errs[0] != e || errs[1] != e)
             fail("batch status differs from the single call", errs[0]);
         if (e == 0 && n && (memcmp(dst, two, n) || memcmp(dst, two + n, n)))
@@ -97,20 +122,20 @@ static int check_one(const uint8_t *data, size_t size)
     }
     if (e == 0) {
         uint8_t *again = malloc(n ? (size_t)n : 1);
-        if (fse_decompress(again, (size_t)n, data, size) != 0 || (n && memcmp(dst, again, n)))
+        if (fse_decompress_ctx(again, (size_t)n, data, size, w) != 0 || (n && memcmp(dst, again, n)))
             fail("decoder is not deterministic", 0);
         free(again);
-        if (mode == FSE_MODE_TANS5) {   /* small-alphabet mode: every symbol must be <= 31 */
+        if (mode == FSE_MODE_TANS5 || ctx) {   /* small alphabet: every symbol must be <= 31 */
             for (uint64_t i = 0; i < n; i++)
                 if (dst[i] > 31) fail("tANS5 stream decoded a symbol above 31", dst[i]);
         }
         /* round trip through the encoder */
-        size_t cap = fse_compress_bound((size_t)n);
+        size_t cap = fse_compress_bound_ctx((size_t)n);
         uint8_t *enc = malloc(cap);
-        ptrdiff_t r = fse_compress(enc, cap, dst, (size_t)n);
+        ptrdiff_t r = fse_compress_ctx(enc, cap, dst, (size_t)n, w);
         if (r <= 0) fail("compress failed on decoded symbols", (int)r);
         uint8_t *back = malloc(n ? (size_t)n : 1);
-        int e2 = fse_decompress(back, (size_t)n, enc, (size_t)r);
+        int e2 = fse_decompress_ctx(back, (size_t)n, enc, (size_t)r, w);
         if (e2 != 0) fail("re-encoded stream does not decode", e2);
         if (n && memcmp(dst, back, n)) fail("re-encoded stream decodes differently", 0);
         free(back);

@@ -10,7 +10,8 @@ decode/: every mode (RGB, L, RGBA, LA) x every quality (16c, 32c, 64c) x every s
     transparent/opaque/partial alpha), plus files with metadata chunks (ICC, EXIF, XMP), an
     unknown ancillary chunk, and a file with trailing bytes.
 fse/: every distinct channel stream of those files, plus streams from ``_fse.compress`` on
-    synthetic channels covering every stream mode (run, raw, tANS with 5- and 8-bit symbols)
+    synthetic channels covering every stream mode (run, raw, tANS with 5- and 8-bit symbols,
+    context tANS coded with the width the harnesses decode with, fuzz/_common.width_for)
     and every state count (1, 2, 4 states: n < 16384, < 32000, larger), edge lengths 0..3.
 Prints a summary; deterministic for given models and extension.
 """
@@ -126,13 +127,27 @@ def make(outdir: str) -> dict[str, int]:
         if fse.decompress(s, len(sym)) != sym.tobytes():
             raise RuntimeError(f"synthetic stream {name} does not round-trip")
         streams.setdefault(s, f"syn_{name}")
+
+    def field(n):   # latent-like rows (busy regions over quiet ones), width as the harness's
+        w = _common.width_for(n)
+        yy, xx = np.mgrid[0:n // w, 0:w]
+        busy = (np.sin(yy / 6.0) + np.cos(xx / 4.5)) > 0.9
+        y = rng.laplace(0.0, 1.0, (n // w, w)) * np.where(busy, 2.5, 0.35)
+        return np.clip(np.rint(y) + 15, 0, 31).astype(np.uint8).ravel(), w
+
+    for n in (300, 4096, 16900, 32640):   # context streams: S = 1, 1, 2, 4
+        sym, w = field(n)
+        s = fse.compress(sym, width=w)
+        if fse.stream_info(s)["mode"] != "tans-ctx" or fse.decompress(s, n, width=w) != sym.tobytes():
+            raise RuntimeError(f"synthetic context stream of {n} symbols failed")
+        streams.setdefault(s, f"syn_ctx_{n}")
     for s, name in streams.items():
         with open(os.path.join(fdir, name + ".fse"), "wb") as f:
             f.write(s)
     modes = {}
     for s in streams:
         m = fse.stream_info(s)
-        key = f"{m['mode']}/S{m['states']}" if m["mode"] == "tans" else m["mode"]
+        key = f"{m['mode']}/S{m['states']}" if m["mode"].startswith("tans") else m["mode"]
         modes[key] = modes.get(key, 0) + 1
     summary = {"decode_files": len(files), "fse_streams": len(streams), **modes}
     return summary
