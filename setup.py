@@ -15,7 +15,8 @@ if os.environ.get("L3IC_SANITIZE"):  # used by scripts that build under ASan/UBS
 fse = Extension(
     "PIL_l3ic._fse",
     sources=["_fse/_fse.pyx", "_fse/fse_tables.c", "_fse/fse_hash.c", "_fse/fse_encode.c",
-             "_fse/fse_decode.c", "_fse/fse_batch.c", "_fse/fse_context.c"],
+             "_fse/fse_decode.c", "_fse/fse_batch.c", "_fse/fse_context.c",
+             "_fse/fse_ctxdec.c"],
     include_dirs=["_fse", numpy.get_include()],
     depends=["_fse/fse.h", "_fse/fse_internal.h"],
     extra_compile_args=extra_compile,

@@ -20,18 +20,10 @@
  */
 #include "fse_internal.h"
 
-static const uint8_t CT[7] = {0, 1, 1, 2, 2, 2, 2};   /* d -> context */
-#define CTX_SYMS 32u                                 /* the variant codes symbols 0..31 */
 
-static void amap_build(uint8_t A[256], unsigned m)
-{
-    for (unsigned s = 0; s < 256; s++) {
-        unsigned d = s > m ? s - m : m - s;
-        A[s] = (uint8_t)(d > 3 ? 3 : d);
-    }
-}
-
-size_t fse_compress_bound_ctx(size_t n) { return 2 * fse_compress_bound(n) + 16; }
+/* room for the plain stream, the context stream after it, and n bytes of symbol codes
+ * (context * 32 + symbol) at the end of the buffer */
+size_t fse_compress_bound_ctx(size_t n) { return 3 * fse_compress_bound(n) + 16; }
 
 /* ------------------------------------------------------------------------ */
 /* header                                                                     */
@@ -143,37 +135,48 @@ static double tables_for(tdesc *T, const clayout *Lo, unsigned R)
         nacc &= 7;                                                           \
     } while (0)
 
-/* symbols n-1..0 (symbol i: state i % S, table of its context), then the final states */
-static int ctx_encode_payload(bitw *w, const uint8_t *src, size_t n, size_t wd,
-                              const symtt *const *tts, const uint8_t *A, unsigned R,
-                              unsigned S, uint64_t hv)
+/* symbols n-1..0: symbol i uses state i % S and the transform TT[code[i]], code = context * 32
+ * + symbol; then the final states (as encode_core in fse_encode.c) */
+FSE_INLINE int ctx_encode_core(bitw *w, const uint8_t *code, size_t n, const symtt *TT,
+                               unsigned R, unsigned S, uint64_t hv)
 {
     const uint64_t L = 1u << R;
-    uint64_t xs[4];
-    for (unsigned j = 0; j < 4; j++) xs[j] = L + ((hv >> (16 * j)) & (L - 1));
+    uint64_t x0 = L + (hv & (L - 1)), x1 = L + ((hv >> 16) & (L - 1));
+    uint64_t x2 = L + ((hv >> 32) & (L - 1)), x3 = L + ((hv >> 48) & (L - 1));
     uint64_t acc = w->acc;
     unsigned nacc = w->nacc;
     uint8_t *p = w->p;
     uint8_t *const lim = w->lim;
+    size_t i = n;
     if (p > lim) return FSE_ERR_DST_SMALL;
-    size_t col = (n - 1) % wd;
-    for (size_t i = n; i-- > 0;) {
-        unsigned d = (col ? A[src[i - 1]] : 0u) + (i >= wd ? A[src[i - wd]] : 0u);
-        const symtt *t = &tts[CT[d]][src[i]];
-        uint64_t *x = &xs[i & (S - 1)];
-        ENCT(*x, t);
-        if (!(i & 3)) {
-            FLUSH();
-            if (FSE_UNLIKELY(p > lim)) return FSE_ERR_DST_SMALL;
+    while (i & 3) {
+        i--;
+        const symtt *t = &TT[code[i]];
+        switch (i & (S - 1)) {
+        case 0: ENCT(x0, t); break;
+        case 1: ENCT(x1, t); break;
+        case 2: ENCT(x2, t); break;
+        default: ENCT(x3, t); break;
         }
-        col = col ? col - 1 : wd - 1;
     }
     FLUSH();
-    if (FSE_UNLIKELY(p > lim)) return FSE_ERR_DST_SMALL;
-    /* final states: S-1 .. 1 in R bits, state 0 in R+1 bits (top bit = end marker) */
-    if (S == 4) { acc |= (xs[3] - L) << nacc; nacc += R; acc |= (xs[2] - L) << nacc; nacc += R; FLUSH(); }
-    if (S >= 2) { acc |= (xs[1] - L) << nacc; nacc += R; }
-    acc |= xs[0] << nacc; nacc += R + 1;
+    while (i) {
+        i -= 4;
+        const symtt *t3 = &TT[code[i + 3]], *t2 = &TT[code[i + 2]];
+        const symtt *t1 = &TT[code[i + 1]], *t0 = &TT[code[i]];
+        if (S == 1) {
+            ENCT(x0, t3); ENCT(x0, t2); ENCT(x0, t1); ENCT(x0, t0);
+        } else if (S == 2) {
+            ENCT(x1, t3); ENCT(x0, t2); ENCT(x1, t1); ENCT(x0, t0);
+        } else {
+            ENCT(x3, t3); ENCT(x2, t2); ENCT(x1, t1); ENCT(x0, t0);
+        }
+        FLUSH();
+        if (FSE_UNLIKELY(p > lim)) return FSE_ERR_DST_SMALL;
+    }
+    if (S == 4) { acc |= (x3 - L) << nacc; nacc += R; acc |= (x2 - L) << nacc; nacc += R; FLUSH(); }
+    if (S >= 2) { acc |= (x1 - L) << nacc; nacc += R; }
+    acc |= x0 << nacc; nacc += R + 1;
     FLUSH();
     if (FSE_UNLIKELY(p > lim)) return FSE_ERR_DST_SMALL;
     wr64(p, acc);
@@ -182,13 +185,36 @@ static int ctx_encode_payload(bitw *w, const uint8_t *src, size_t n, size_t wd,
     return 0;
 }
 
+static int ctx_encode_generic(bitw *w, const uint8_t *code, size_t n, const symtt *TT,
+                              unsigned R, unsigned S, uint64_t hv)
+{
+    switch (S) {
+    case 1: return ctx_encode_core(w, code, n, TT, R, 1, hv);
+    case 2: return ctx_encode_core(w, code, n, TT, R, 2, hv);
+    default: return ctx_encode_core(w, code, n, TT, R, 4, hv);
+    }
+}
+
+#if FSE_HAVE_BMI2
+__attribute__((target("bmi,bmi2")))
+static int ctx_encode_bmi2(bitw *w, const uint8_t *code, size_t n, const symtt *TT,
+                           unsigned R, unsigned S, uint64_t hv)
+{
+    switch (S) {
+    case 1: return ctx_encode_core(w, code, n, TT, R, 1, hv);
+    case 2: return ctx_encode_core(w, code, n, TT, R, 2, hv);
+    default: return ctx_encode_core(w, code, n, TT, R, 4, hv);
+    }
+}
+#endif
+
 /* the context stream for layout Lo at table log R into dst (cap bytes); size or error */
-static ptrdiff_t encode_ctx(uint8_t *dst, size_t cap, const uint8_t *src, size_t n, size_t wd,
-                            unsigned m, const uint8_t *A, const clayout *Lo, unsigned R,
-                            uint64_t hv)
+static ptrdiff_t encode_ctx(uint8_t *dst, size_t cap, const uint8_t *code, size_t n, unsigned m,
+                            const clayout *Lo, unsigned R, uint64_t hv)
 {
     tdesc T[FSE_CTX_COUNT];
     etable E[FSE_CTX_COUNT];
+    symtt TT[FSE_CTX_COUNT * CTX_SYMS];
     tables_for(T, Lo, R);
     bitw w;
     w.acc = 0; w.nacc = 0; w.p = dst; w.lim = dst + cap - 8; w.overflow = 0;
@@ -200,11 +226,17 @@ static ptrdiff_t encode_ctx(uint8_t *dst, size_t cap, const uint8_t *src, size_t
     for (unsigned k = 0; k < FSE_CTX_COUNT; k++) bw_put(&w, Lo->tag[k], 2);
     for (unsigned t = 0; t < Lo->ntab; t++) body_write(&w, &T[t]);
     if (w.overflow) return FSE_ERR_DST_SMALL;
-    const symtt *tts[FSE_CTX_COUNT];
     for (unsigned t = 0; t < Lo->ntab; t++) build_etable(&E[t], &T[t]);
-    for (unsigned k = 0; k < FSE_CTX_COUNT; k++)
-        tts[k] = E[Lo->tab[k] == CTX_UNUSED ? 0 : Lo->tab[k]].tt;   /* unused: never looked up */
-    int e = ctx_encode_payload(&w, src, n, wd, tts, A, R, fse_states_for_n(n), hv);
+    for (unsigned k = 0; k < FSE_CTX_COUNT; k++)   /* unused contexts: never looked up */
+        memcpy(&TT[k * CTX_SYMS], E[Lo->tab[k] == CTX_UNUSED ? 0 : Lo->tab[k]].tt,
+               CTX_SYMS * sizeof(symtt));
+    const unsigned S = fse_states_for_n(n);
+    int e;
+#if FSE_HAVE_BMI2
+    if (have_bmi2) e = ctx_encode_bmi2(&w, code, n, TT, R, S, hv);
+    else
+#endif
+    e = ctx_encode_generic(&w, code, n, TT, R, S, hv);
     if (e) return e;
     return w.p - dst;
 }
@@ -219,8 +251,8 @@ ptrdiff_t fse_compress_ctx(uint8_t *dst, size_t cap, const uint8_t *src, size_t 
     const ptrdiff_t plain = fse_compress(dst, cap, src, n);
     if (plain < 0 || n < 2 || (dst[0] & 3) == FSE_MODE_RUN) return plain;
 
-    uint32_t h[256] = {0};
-    for (size_t i = 0; i < n; i++) h[src[i]]++;
+    uint32_t h[256];
+    const uint64_t hv = histogram_hash(h, src, n);
     unsigned m = 0;
     for (unsigned s = 0; s < 256; s++) {
         if (h[s] && s >= CTX_SYMS) return plain;   /* the variant codes symbols 0..31 */
@@ -228,18 +260,28 @@ ptrdiff_t fse_compress_ctx(uint8_t *dst, size_t cap, const uint8_t *src, size_t 
     }
     uint8_t A[256];
     amap_build(A, m);
+    /* code[i] = context * 32 + symbol, in the spare end of dst (see fse_compress_bound_ctx) */
+    uint8_t *const code = dst + cap - n;
     uint32_t hc[FSE_CTX_COUNT][CTX_SYMS];
+    uint32_t h4[4][FSE_CTX_COUNT * CTX_SYMS];   /* 4 copies: repeated codes do not wait */
     uint64_t cnt[FSE_CTX_COUNT] = {0, 0, 0};
-    memset(hc, 0, sizeof hc);
+    memset(h4, 0, sizeof h4);
     for (size_t i = 0; i < n; i += width) {   /* one row */
-        const uint8_t *row = src + i, *up = i ? row - width : NULL;
+        const uint8_t *row = src + i, *up = row - width;
+        uint8_t *cr = code + i;
         for (size_t k = 0; k < width; k++) {
-            unsigned d = (k ? A[row[k - 1]] : 0u) + (up ? A[up[k]] : 0u);
-            hc[CT[d]][row[k]]++;
+            const unsigned d = (k ? A[row[k - 1]] : 0u) + (i ? A[up[k]] : 0u);
+            const unsigned c = CT[d] * CTX_SYMS + row[k];
+            h4[k & 3][c]++;
+            cr[k] = (uint8_t)c;
         }
     }
     for (unsigned k = 0; k < FSE_CTX_COUNT; k++)
-        for (unsigned s = 0; s < CTX_SYMS; s++) cnt[k] += hc[k][s];
+        for (unsigned s = 0; s < CTX_SYMS; s++) {
+            unsigned c = k * CTX_SYMS + s;
+            hc[k][s] = h4[0][c] + h4[1][c] + h4[2][c] + h4[3][c];
+            cnt[k] += hc[k][s];
+        }
 
     /* estimated size for every grouping and table log (long channels: stop two steps after
      * the estimate rises, as fse_compress does) */
@@ -264,168 +306,9 @@ ptrdiff_t fse_compress_ctx(uint8_t *dst, size_t cap, const uint8_t *src, size_t 
     if (best / 8.0 >= (double)plain) return plain;
 
     layout_for(&Lo, bcfg, hc, cnt);
-    const uint64_t hv = hash_symbols(src, n);
-    uint8_t *alt = dst + plain;   /* cap >= 2 * fse_compress_bound(n) + 16: room for both */
-    ptrdiff_t r = encode_ctx(alt, (size_t)plain + 8, src, n, width, m, A, &Lo, bR, hv);
+    uint8_t *alt = dst + plain;   /* ends before code: plain <= n + FSE_MAX_HEADER */
+    ptrdiff_t r = encode_ctx(alt, (size_t)plain + 8, code, n, m, &Lo, bR, hv);
     if (r <= 0 || r >= plain) return plain;
     memmove(dst, alt, (size_t)r);
     return r;
-}
-
-/* ------------------------------------------------------------------------ */
-/* decoder                                                                    */
-/* ------------------------------------------------------------------------ */
-/* Entries of the context tables as uint32 (the dentry layout): base in bits 0-15, sym in
- * 16-23, nb in 24-27 and a(sym) = min(|sym - m|, 3) in 28-29.  One copy of the table per
- * context: the three candidate entries of a state are loaded before its context is known
- * (they depend on the state only) and the context selects one, so the chain from one
- * symbol to the next is a few ALU operations, not two dependent loads. */
-#define DECC(x, j)                                                           \
-    do {                                                                     \
-        const uint32_t c0_ = T0[x], c1_ = T1[x], c2_ = T2[x];                \
-        unsigned d_ = al + ((j) >= w ? A[dst[(j) - w]] : 0u);                \
-        bad |= umask >> d_;                                                  \
-        uint32_t e_ = d_ > 2 ? c2_ : c1_;                                    \
-        e_ = d_ == 0 ? c0_ : e_;                                             \
-        dst[j] = (uint8_t)(e_ >> 16);                                        \
-        unsigned nb_ = (e_ >> 24) & 15u;                                     \
-        uint32_t bits_ = (uint32_t)((c >> 1) >> (63 - nb_));                 \
-        c <<= nb_;                                                           \
-        cnt -= (int)nb_;                                                     \
-        x = (e_ & 0xFFFFu) + bits_;                                          \
-        al = e_ >> 28;                                                       \
-        if (++col == w) { col = 0; al = 0; }                                 \
-    } while (0)
-
-#define REFILL_FAST()                                                        \
-    do {                                                                     \
-        c |= rd64(b + bp - 8) >> cnt;                                        \
-        bp -= (63 - cnt) >> 3;                                               \
-        cnt |= 56;                                                           \
-    } while (0)
-
-FSE_INLINE int ctx_core(uint8_t *dst, size_t n, size_t w, const uint32_t *T0,
-                        const uint32_t *T1, const uint32_t *T2, unsigned umask, const uint8_t *A, unsigned R, const uint8_t *b,
-                        size_t bs, size_t H, unsigned S)
-{
-    const uint8_t last = b[bs - 1];
-    if (!last) return FSE_ERR_NO_SENTINEL;
-    const int64_t E = 8 * (int64_t)(bs - 1) + highbit32(last);
-    if (E < (int64_t)H + (int64_t)(S * R)) return FSE_ERR_TRUNCATED;
-    int64_t bp = (int64_t)bs - 8;
-    uint64_t c = 0;
-    if (bs >= 8) c = rd64(b + bs - 8);
-    else for (size_t j = 0; j < bs; j++) c |= (uint64_t)b[j] << (8 * (j + 8 - bs));
-    c <<= (unsigned)(8 * (int64_t)bs - E);
-    int cnt = 64 - (int)(8 * (int64_t)bs - E);
-    uint32_t x0 = 0, x1 = 0, x2 = 0, x3 = 0;
-#define RDST(x) do { x = (uint32_t)((c >> 1) >> (63 - R)); c <<= R; cnt -= (int)R; } while (0)
-    RDST(x0);
-    if (S >= 2) RDST(x1);
-    if (S == 4) { RDST(x2); RDST(x3); }
-#undef RDST
-    unsigned bad = 0, al = 0;
-    size_t col = 0, i = 0;
-    while (i + 4 <= n && bp >= 8) {
-        REFILL_FAST();
-        if (S == 1) {
-            DECC(x0, i); DECC(x0, i + 1); DECC(x0, i + 2); DECC(x0, i + 3);
-        } else if (S == 2) {
-            DECC(x0, i); DECC(x1, i + 1); DECC(x0, i + 2); DECC(x1, i + 3);
-        } else {
-            DECC(x0, i); DECC(x1, i + 1); DECC(x2, i + 2); DECC(x3, i + 3);
-        }
-        i += 4;
-    }
-    for (; i < n; i++) {
-        if (bp >= 8) {
-            REFILL_FAST();
-        } else if (bp > 0) {
-            int k = (63 - cnt) >> 3;
-            if (k > bp) k = (int)bp;
-            for (int j = 0; j < k; j++) c |= (uint64_t)b[bp - 1 - j] << (56 - cnt - 8 * j);
-            bp -= k;
-            cnt += 8 * k;
-        }
-        uint32_t x;
-        switch (i & (S - 1)) {
-        case 0: x = x0; break;
-        case 1: x = x1; break;
-        case 2: x = x2; break;
-        default: x = x3; break;
-        }
-        unsigned d = al + (i >= w ? A[dst[i - w]] : 0u);
-        uint32_t ec = d == 0 ? T0[x] : d <= 2 ? T1[x] : T2[x];
-        if (8 * bp + cnt - (int64_t)((ec >> 24) & 15u) < (int64_t)H) return FSE_ERR_TRUNCATED;
-        DECC(x, i);
-        switch (i & (S - 1)) {
-        case 0: x0 = x; break;
-        case 1: x1 = x; break;
-        case 2: x2 = x; break;
-        default: x3 = x; break;
-        }
-    }
-    if (bad & 1) return FSE_ERR_CTX;
-    int64_t top = 8 * bp + cnt;
-    if (top > (int64_t)H) return FSE_ERR_TRAILING;
-    if (top < (int64_t)H) return FSE_ERR_TRUNCATED;
-    const uint64_t hv = hash_symbols(dst, n);
-    const uint32_t M = (1u << R) - 1;
-    uint32_t badx = x0 ^ (uint32_t)(hv & M);
-    if (S >= 2) badx |= x1 ^ (uint32_t)((hv >> 16) & M);
-    if (S == 4) badx |= (x2 ^ (uint32_t)((hv >> 32) & M)) | (x3 ^ (uint32_t)((hv >> 48) & M));
-    if (badx) return FSE_ERR_FINAL_STATE;
-    return 0;
-}
-
-#define CTX_ARGS uint8_t *dst, size_t n, size_t w, const uint32_t *T0, const uint32_t *T1, \
-                 const uint32_t *T2, unsigned umask, const uint8_t *A, unsigned R,       \
-                 const uint8_t *b, size_t bs, size_t H, unsigned S
-#define CTX_CALL(s) ctx_core(dst, n, w, T0, T1, T2, umask, A, R, b, bs, H, s)
-
-static int ctx_payload_generic(CTX_ARGS)
-{
-    switch (S) {
-    case 1: return CTX_CALL(1);
-    case 2: return CTX_CALL(2);
-    default: return CTX_CALL(4);
-    }
-}
-
-#if FSE_HAVE_BMI2
-__attribute__((target("bmi,bmi2")))
-static int ctx_payload_bmi2(CTX_ARGS)
-{
-    switch (S) {
-    case 1: return CTX_CALL(1);
-    case 2: return CTX_CALL(2);
-    default: return CTX_CALL(4);
-    }
-}
-#endif
-
-int ctx_decode(uint8_t *dst, size_t n, size_t w, const cdesc *cd, const uint8_t *src,
-               size_t size, size_t H)
-{
-    dentry T[FSE_CTX_COUNT][FSE_MAX_L];   /* one per table */
-    uint32_t U[FSE_CTX_COUNT][FSE_MAX_L]; /* one per context (see DECC) */
-    uint8_t A[256];
-    const uint32_t L = 1u << cd->R;
-    amap_build(A, cd->m);
-    for (unsigned t = 0; t < cd->ntab; t++) {
-        build_dtable(T[t], &cd->t[t]);
-        for (uint32_t j = 0; j < L; j++) T[t][j].nb |= (uint8_t)(A[T[t][j].sym] << 4);
-    }
-    unsigned umask = 0;   /* bit d: sums d that select an unused context */
-    for (unsigned k = 0; k < FSE_CTX_COUNT; k++) {
-        unsigned tab = cd->tab[k];
-        memcpy(U[k], T[tab == CTX_UNUSED ? 0 : tab], L * sizeof(uint32_t));
-        if (tab == CTX_UNUSED)
-            for (unsigned d = 0; d < 7; d++) if (CT[d] == k) umask |= 1u << d;
-    }
-    unsigned S = fse_states_for_n(n), R = cd->R;
-#if FSE_HAVE_BMI2
-    if (have_bmi2) return ctx_payload_bmi2(dst, n, w, U[0], U[1], U[2], umask, A, R, src, size, H, S);
-#endif
-    return ctx_payload_generic(dst, n, w, U[0], U[1], U[2], umask, A, R, src, size, H, S);
 }

@@ -12,7 +12,8 @@
  *   fse_encode.c   fse_compress and the encoder loop (generic + BMI2 clone)
  *   fse_decode.c   header parsing, fse_decompress and the decoder loop
  *   fse_batch.c    the threaded batch calls
- *   fse_context.c  the spatial-context variant (fse_compress_ctx, its decoder)
+ *   fse_context.c  the spatial-context variant: header, fse_compress_ctx
+ *   fse_ctxdec.c   its decoder
  *
  * Layout of a stream: one bit stream, LSB-first inside each byte:
  *
@@ -175,9 +176,19 @@ typedef struct {
     tdesc t[FSE_CTX_COUNT];
 } cdesc;
 #define CTX_UNUSED 255u
+#define CTX_SYMS 32u          /* the variant codes symbols 0..31 */
+/* context of d = a(left) + a(up), a(s) = min(|s - m|, 3): 0 if d == 0, 1 if d <= 2, else 2 */
+static const uint8_t CT[7] = {0, 1, 1, 2, 2, 2, 2};
+FSE_INLINE void amap_build(uint8_t A[256], unsigned m)
+{
+    for (unsigned s = 0; s < 256; s++) {
+        unsigned d = s > m ? s - m : m - s;
+        A[s] = (uint8_t)(d > 3 ? 3 : d);
+    }
+}
 /* after mode, escape and n (mode must be FSE_MODE_TANS5) */
 FSE_HIDDEN int ctx_hdr_read(bitr *r, cdesc *c);
-/* payload of a context stream; H: header bits; n % w == 0 checked by the caller */
+/* fse_ctxdec.c: payload of a context stream; H: header bits; n % w == 0 checked by the caller */
 FSE_HIDDEN int ctx_decode(uint8_t *dst, size_t n, size_t w, const cdesc *c,
                           const uint8_t *src, size_t size, size_t H);
 
