@@ -12,6 +12,11 @@ Single-channel benchmark (sizes vs the Shannon bound, single-thread MB/s):
 Batch benchmark (compress_batch / decompress_batch, 1 vs N threads):
 
     PYTHONPATH=/work/main python -m benchmarks.entropy --channels 32 --n 32640 --threads 1,2
+
+Real latents, plain streams (no width) vs the spatial-context variant (width given), one thread:
+
+    PYTHONPATH=. python -m benchmarks.entropy --image samples/astronaut.png --size 1920x1088 \
+        --quality 32c
 """
 from __future__ import annotations
 
@@ -60,13 +65,52 @@ def batch_bench(channels: int, n: int, threads: list[int], min_time: float) -> l
     return rows
 
 
+def latent_bench(image: str, size: str | None, quality: str, min_time: float) -> list[dict]:
+    """The latent of an image (installed model, resized to WxH first if size is given), coded
+    plain and with the context variant: bytes, compress_batch / decompress_batch ms."""
+    import numpy as np
+    from PIL import Image
+
+    from PIL_l3ic import _fse, codec, runtime
+
+    im = Image.open(image).convert("RGB")
+    if size:
+        im = im.resize(tuple(int(v) for v in size.lower().split("x")), Image.LANCZOS)
+    lat = codec._analyse(runtime.network(quality, "encoder"), np.asarray(im), None)
+    C, h, w = lat.shape
+    arr = lat.reshape(C, -1)
+    rows = []
+    for name, width in (("plain", None), ("context", w)):
+        blobs = _fse.compress_batch(arr, threads=1, width=width)
+        assert (_fse.decompress_batch(blobs, h * w, threads=1, width=width) == arr).all()
+        enc = _median_time(lambda: _fse.compress_batch(arr, threads=1, width=width), min_time)
+        dec = _median_time(lambda: _fse.decompress_batch(blobs, h * w, threads=1, width=width),
+                           min_time)
+        modes = [_fse.stream_info(b)["mode"] for b in blobs]
+        rows.append(dict(coder=name, shape=f"{C}x{h}x{w}", bytes=sum(map(len, blobs)),
+                         ctx_channels=modes.count("tans-ctx"), enc_ms=enc * 1e3, dec_ms=dec * 1e3))
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="batch benchmark of PIL_l3ic._fse")
     ap.add_argument("--channels", type=int, default=32)
     ap.add_argument("--n", type=int, default=32640, help="symbols per channel")
     ap.add_argument("--threads", default="1,2", help="comma-separated thread counts")
     ap.add_argument("--min-time", type=float, default=1.0)
+    ap.add_argument("--image", help="benchmark the latent of this image instead (see above)")
+    ap.add_argument("--size", help="resize the image to WxH first")
+    ap.add_argument("--quality", default="32c")
     args = ap.parse_args(argv)
+    if args.image:
+        rows = latent_bench(args.image, args.size, args.quality, args.min_time)
+        print(f"latent {rows[0]['shape']} of {args.image} ({args.quality}), 1 thread")
+        print("| coder | bytes | context channels | compress_batch ms | decompress_batch ms |")
+        print("|---|--:|--:|--:|--:|")
+        for r in rows:
+            print(f"| {r['coder']} | {r['bytes']:,} | {r['ctx_channels']} | {r['enc_ms']:.2f} "
+                  f"| {r['dec_ms']:.2f} |")
+        return 0
     threads = [int(t) for t in args.threads.split(",")]
     rows = batch_bench(args.channels, args.n, threads, args.min_time)
     base = rows[0]
