@@ -30,4 +30,5 @@ export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:halt_on_error=1:detect_stack
 export UBSAN_OPTIONS=halt_on_error=1:abort_on_error=1:print_stacktrace=1
 export L3IC_FSE_SO="$SO"
 echo "== running tests/test_fse*.py against $SO"
-LD_PRELOAD="$LIBASAN $LIBUBSAN" "$PY" -m pytest -q -p no:cacheprovider tests/test_fse.py tests/test_fse_mutation.py "$@"
+LD_PRELOAD="$LIBASAN $LIBUBSAN" "$PY" -m pytest -q -p no:cacheprovider tests/test_fse.py tests/test_fse_mutation.py \
+    tests/test_fse_context.py "$@"
