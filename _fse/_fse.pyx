@@ -47,6 +47,7 @@ cdef extern from "fse.h" nogil:
     Py_ssize_t fse_compress_ctx(uint8_t *dst, size_t cap, const uint8_t *src, size_t n,
                                 size_t width)
     int fse_decompress_ctx(uint8_t *dst, size_t n, const uint8_t *src, size_t size, size_t width)
+    int fse_ctx_info(const uint8_t *src, size_t size, int *m, int *tables)
     Py_ssize_t fse_compress(uint8_t *dst, size_t cap, const uint8_t *src, size_t n)
     int fse_stream_info(const uint8_t *src, size_t size, uint64_t *n, int *mode,
                         int *tablelog, int *states)
@@ -208,7 +209,8 @@ def decompress(blob, n=None, width=None):
 
 def stream_info(blob):
     """Header of a stream: dict(n=, mode='tans'|'tans-ctx'|'run'|'raw', table_log=, states=,
-    size=)."""
+    size=); a 'tans-ctx' stream adds ref_symbol= (m) and context_tables= (per context 0..2
+    the index of its table, or None when no symbol has that context)."""
     cdef const uint8_t[::1] src = _bytes_like(blob, "blob")
     cdef size_t size = src.shape[0]
     cdef const uint8_t *sp = &src[0] if size else <const uint8_t *>b""
@@ -217,7 +219,16 @@ def stream_info(blob):
     cdef int e = fse_stream_info(sp, size, &sn, &mode, &tl, &st)
     if e:
         raise FSEError(_msg(e))
-    return {"n": sn, "mode": _MODE_NAMES[mode], "table_log": tl, "states": st, "size": size}
+    info = {"n": sn, "mode": _MODE_NAMES[mode], "table_log": tl, "states": st, "size": size}
+    cdef int m = 0
+    cdef int tabs[3]
+    if mode == FSE_MODE_TANS_CTX:
+        e = fse_ctx_info(sp, size, &m, tabs)
+        if e:
+            raise FSEError(_msg(e))
+        info["ref_symbol"] = m
+        info["context_tables"] = tuple(None if tabs[k] < 0 else tabs[k] for k in range(3))
+    return info
 
 
 def compress_batch(array2d, threads=0, width=None):

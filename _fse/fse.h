@@ -71,6 +71,11 @@ ptrdiff_t fse_compress(uint8_t *dst, size_t cap, const uint8_t *src, size_t n);
 int fse_stream_info(const uint8_t *src, size_t size, uint64_t *n, int *mode,
                     int *tablelog, int *states);
 
+/* Context streams only (else FSE_ERR_MODE): the reference symbol m and, per context
+ * 0..FSE_CTX_COUNT-1, the index of its table (0, 1, ...) or -1 if no symbol has it.
+ * Returns 0 or a negative FSE_ERR_*. */
+int fse_ctx_info(const uint8_t *src, size_t size, int *m, int tables[FSE_CTX_COUNT]);
+
 /* Decompress a stream that must hold exactly n symbols into dst[0..n).
  * Returns 0 or a negative FSE_ERR_*; dst contents are unspecified on error. */
 int fse_decompress(uint8_t *dst, size_t n, const uint8_t *src, size_t size);

@@ -104,6 +104,18 @@ int fse_stream_info(const uint8_t *src, size_t size, uint64_t *n, int *mode, int
     return 0;
 }
 
+int fse_ctx_info(const uint8_t *src, size_t size, int *m, int tables[FSE_CTX_COUNT])
+{
+    hinfo h;
+    int e = parse_header(src, size, &h);
+    if (e) return e;
+    if (!h.ctx) return FSE_ERR_MODE;
+    if (m) *m = (int)h.c.m;
+    for (unsigned k = 0; k < FSE_CTX_COUNT; k++)
+        tables[k] = h.c.tab[k] == CTX_UNUSED ? -1 : (int)h.c.tab[k];
+    return 0;
+}
+
 #define DEC1(x, idx)                                                         \
     do {                                                                     \
         const dentry e_ = T[x];                                              \

@@ -165,6 +165,8 @@ def check_stream(data: bytes) -> str:
     ctx = info["mode"] == "tans-ctx"
     if info["size"] != len(data) or info["mode"] not in ("tans", "tans-ctx", "run", "raw"):
         raise Finding(f"stream_info inconsistent: {info}")
+    if ctx != ("context_tables" in info):
+        raise Finding(f"stream_info context details inconsistent: {info}")
     width = _common.width_for(n) if n <= MAX_STREAM_N else None
     for wrong in (n - 1, n + 1):
         if 0 <= wrong <= fse.MAX_N:

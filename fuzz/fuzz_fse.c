@@ -80,6 +80,13 @@ static int check_one(const uint8_t *data, size_t size)
         if ((unsigned)states != fse_states_for_n(n)) fail("stream_info: state count", states);
     }
     if (mode == FSE_MODE_RAW && n + 1 > size) fail("raw stream claims more bytes than it has", 0);
+    {   /* context details: only for context streams, m a 5-bit symbol, a table somewhere */
+        int m = -1, tabs[FSE_CTX_COUNT] = {-2, -2, -2};
+        int ci = fse_ctx_info(data, size, &m, tabs);
+        if (ctx != (ci == 0)) fail("ctx_info disagrees with stream_info", ci);
+        if (ctx && (m < 0 || m > 31 || (tabs[0] < 0 && tabs[1] < 0 && tabs[2] < 0)))
+            fail("ctx_info: bad reference symbol or no table", m);
+    }
 
     /* wrong symbol counts: refused up front */
     {

@@ -219,6 +219,11 @@ def test_stream_info():
     info = fse.stream_info(CTX)
     assert info["n"] == 64 * 96 and info["size"] == len(CTX)
     assert 5 <= info["table_log"] <= 12 and info["states"] == 1
+    assert info["ref_symbol"] == 15
+    tags = [_get_bits(CTX, TAGS + 2 * k, 2) for k in range(3)]
+    tabs = info["context_tables"]
+    assert [t is not None for t in tabs] == [t != 0 for t in tags]
+    assert "ref_symbol" not in fse.stream_info(fse.compress(b"\x01\x02" * 50))
     big = fse.compress(field(136, 240, seed=9).ravel(), width=240)
     assert fse.stream_info(big)["mode"] == "tans-ctx" and fse.stream_info(big)["states"] == 4
 
@@ -280,11 +285,13 @@ def test_escape_only_with_mode_0_and_once():
             fse.stream_info(_set_bits(CTX, 0, mode, 2))
 
 
-def test_old_decoder_view():
-    """Without the escape the stream would not parse as a plain one: before this variant,
-    a long count code of bit length 1 was rejected (non-canonical), so older readers fail
-    on context streams instead of mis-decoding them."""
-    assert _get_bits(CTX, 2, 1) == 1 and _get_bits(CTX, 3, 5) < 16
+@pytest.mark.parametrize("length", [0, 2, 3, 8, 15])
+def test_other_short_count_lengths_stay_invalid(length):
+    """Only bit length 1 of the long count code is the escape; every other length below 16
+    is still refused, as older decoders refuse all of them (hence also the escape: they
+    never mis-decode a context stream)."""
+    with pytest.raises(FSEError, match="count field"):
+        fse.stream_info(_set_bits(CTX, 3, length, 5))
 
 
 # ---------------------------------------------------------------- plain streams unchanged
