@@ -267,7 +267,7 @@ ptrdiff_t fse_compress_ctx(uint8_t *dst, size_t cap, const uint8_t *src, size_t 
     uint64_t cnt[FSE_CTX_COUNT] = {0, 0, 0};
     memset(h4, 0, sizeof h4);
     for (size_t i = 0; i < n; i += width) {   /* one row */
-        const uint8_t *row = src + i, *up = row - width;
+        const uint8_t *row = src + i, *up = i ? row - width : row;   /* up: rows >= 1 only */
         uint8_t *cr = code + i;
         for (size_t k = 0; k < width; k++) {
             const unsigned d = (k ? A[row[k - 1]] : 0u) + (i ? A[up[k]] : 0u);

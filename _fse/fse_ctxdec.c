@@ -42,8 +42,9 @@
     } while (0)
 
 FSE_INLINE int ctx_core(uint8_t *dst, size_t n, size_t w, const uint32_t *T0,
-                        const uint32_t *T1, const uint32_t *T2, unsigned umask, const uint8_t *A, unsigned R, const uint8_t *b,
-                        size_t bs, size_t H, unsigned S)
+                        const uint32_t *T1, const uint32_t *T2, unsigned umask,
+                        const uint8_t *A, unsigned R, const uint8_t *b, size_t bs, size_t H,
+                        unsigned S)
 {
     const uint8_t last = b[bs - 1];
     if (!last) return FSE_ERR_NO_SENTINEL;
@@ -171,7 +172,8 @@ int ctx_decode(uint8_t *dst, size_t n, size_t w, const cdesc *cd, const uint8_t 
     }
     unsigned S = fse_states_for_n(n), R = cd->R;
 #if FSE_HAVE_BMI2
-    if (have_bmi2) return ctx_payload_bmi2(dst, n, w, U[0], U[1], U[2], umask, A, R, src, size, H, S);
+    if (have_bmi2)
+        return ctx_payload_bmi2(dst, n, w, U[0], U[1], U[2], umask, A, R, src, size, H, S);
 #endif
     return ctx_payload_generic(dst, n, w, U[0], U[1], U[2], umask, A, R, src, size, H, S);
 }
