@@ -129,7 +129,8 @@ static int check_one(const uint8_t *data, size_t size)
     }
     if (e == 0) {
         uint8_t *again = malloc(n ? (size_t)n : 1);
-        if (fse_decompress_ctx(again, (size_t)n, data, size, w) != 0 || (n && memcmp(dst, again, n)))
+        if (fse_decompress_ctx(again, (size_t)n, data, size, w) != 0
+            || (n && memcmp(dst, again, n)))
             fail("decoder is not deterministic", 0);
         free(again);
         if (mode == FSE_MODE_TANS5 || ctx) {   /* small alphabet: every symbol must be <= 31 */
