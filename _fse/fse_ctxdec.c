@@ -154,21 +154,26 @@ static int ctx_payload_bmi2(CTX_ARGS)
 int ctx_decode(uint8_t *dst, size_t n, size_t w, const cdesc *cd, const uint8_t *src,
                size_t size, size_t H)
 {
-    dentry T[FSE_CTX_COUNT][FSE_MAX_L];   /* one per table */
+    dentry T[FSE_MAX_L];                  /* one table at a time */
     uint32_t U[FSE_CTX_COUNT][FSE_MAX_L]; /* one per context (see DECC) */
     uint8_t A[256];
     const uint32_t L = 1u << cd->R;
     amap_build(A, cd->m);
+    unsigned first = FSE_CTX_COUNT;       /* a context with table 0 */
     for (unsigned t = 0; t < cd->ntab; t++) {
-        build_dtable(T[t], &cd->t[t]);
-        for (uint32_t j = 0; j < L; j++) T[t][j].nb |= (uint8_t)(A[T[t][j].sym] << 4);
+        build_dtable(T, &cd->t[t]);
+        for (uint32_t j = 0; j < L; j++) T[j].nb |= (uint8_t)(A[T[j].sym] << 4);
+        for (unsigned k = 0; k < FSE_CTX_COUNT; k++) {
+            if (cd->tab[k] != t) continue;
+            memcpy(U[k], T, L * sizeof(uint32_t));
+            if (!t && first > k) first = k;
+        }
     }
-    unsigned umask = 0;   /* bit d: sums d that select an unused context */
+    unsigned umask = 0;   /* bit d: sums d that select an unused context (fails the stream) */
     for (unsigned k = 0; k < FSE_CTX_COUNT; k++) {
-        unsigned tab = cd->tab[k];
-        memcpy(U[k], T[tab == CTX_UNUSED ? 0 : tab], L * sizeof(uint32_t));
-        if (tab == CTX_UNUSED)
-            for (unsigned d = 0; d < 7; d++) if (CT[d] == k) umask |= 1u << d;
+        if (cd->tab[k] != CTX_UNUSED) continue;
+        memcpy(U[k], U[first], L * sizeof(uint32_t));   /* any valid table: never accepted */
+        for (unsigned d = 0; d < 7; d++) if (CT[d] == k) umask |= 1u << d;
     }
     unsigned S = fse_states_for_n(n), R = cd->R;
 #if FSE_HAVE_BMI2

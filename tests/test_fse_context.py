@@ -115,6 +115,29 @@ def test_only_some_contexts():
     assert [_get_bits(blob, TAGS + 2 * k, 2) for k in range(3)] == [1, 0, 1]
 
 
+def test_symbol_in_an_unused_context_fails():
+    """A stream whose context 2 has no table (symbols m and m + 1 only): bit flips that make
+    the decoder meet context 2 (e.g. a table changed to hold m + 3) fail with the context
+    error; no flip decodes to wrong data."""
+    a = np.full((64, 64), 15, np.uint8)
+    yy, xx = np.mgrid[0:64, 0:64]
+    a[((yy + xx) % 2 == 0) & (np.random.default_rng(4).random((64, 64)) < 0.5)] = 16
+    data = a.tobytes()
+    blob = fse.compress(data, width=64)
+    assert fse.stream_info(blob)["context_tables"][2] is None
+    messages = set()
+    for bit in range(8 * len(blob)):
+        m = bytearray(blob)
+        m[bit >> 3] ^= 1 << (bit & 7)
+        try:
+            out = fse.decompress(bytes(m), 4096, width=64)
+        except FSEError as e:
+            messages.add(str(e))
+            continue
+        assert out == data, bit
+    assert any("context tables" in msg for msg in messages), messages
+
+
 def test_single_symbol_contexts():
     """Contexts whose symbols are all equal need a (two-symbol) table of their own."""
     a = np.full((40, 40), 15, np.uint8)
