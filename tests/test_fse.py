@@ -3,28 +3,16 @@
 Set L3IC_FSE_SO=/path/to/_fse.so to test another build of the extension (the
 sanitizer script benchmarks/fse_asan.sh does this).
 """
-import importlib.util
 import math
-import os
 
 import numpy as np
 import pytest
+from _fse_build import load_fse
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 
-def _load_fse():
-    path = os.environ.get("L3IC_FSE_SO")
-    if path:
-        spec = importlib.util.spec_from_file_location("PIL_l3ic._fse", path)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        return mod
-    from PIL_l3ic import _fse
-    return _fse
-
-
-fse = _load_fse()
+fse = load_fse()
 FSEError = fse.FSEError
 
 

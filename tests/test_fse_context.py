@@ -5,26 +5,14 @@ determinism, the width checks, stream_info, hand-made header errors, and plain s
 unchanged byte for byte (hashes of streams written before the variant existed).
 """
 import hashlib
-import importlib.util
-import os
 
 import numpy as np
 import pytest
+from _fse_build import load_fse
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 
-def _load_fse():   # L3IC_FSE_SO: another build (benchmarks/fse_asan.sh), as test_fse_mutation.py
-    path = os.environ.get("L3IC_FSE_SO")
-    if path:
-        spec = importlib.util.spec_from_file_location("PIL_l3ic._fse", path)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        return mod
-    from PIL_l3ic import _fse
-    return _fse
-
-
-fse = _load_fse()
+fse = load_fse()
 FSEError = fse.FSEError
 
 
