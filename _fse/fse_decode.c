@@ -127,6 +127,7 @@ int fse_ctx_info(const uint8_t *src, size_t size, int *m, int tables[FSE_CTX_COU
         x = e_.base + bits_;                                                 \
     } while (0)
 
+/* REFILL_FAST, the start and the careful refill repeat fse_ctxdec.c: shared, S=4 got 1-2 % slower */
 #define REFILL_FAST()                                                        \
     do {                                                                     \
         c |= rd64(b + bp - 8) >> cnt;                                        \
@@ -182,35 +183,13 @@ FSE_INLINE int decode_core(uint8_t *dst, size_t n, const dentry *T, unsigned R,
             bp -= k;
             cnt += 8 * k;
         }
-        /* no address-taking of the states: they must stay in registers */
         uint32_t x;
-        switch (i & (S - 1)) {
-        case 0: x = x0; break;
-        case 1: x = x1; break;
-        case 2: x = x2; break;
-        default: x = x3; break;
-        }
+        dec_state(&x, S, i, x0, x1, x2, x3);
         if (8 * bp + cnt - (int64_t)T[x].nb < (int64_t)H) return FSE_ERR_TRUNCATED;
         DEC1(x, i);
-        switch (i & (S - 1)) {
-        case 0: x0 = x; break;
-        case 1: x1 = x; break;
-        case 2: x2 = x; break;
-        default: x3 = x; break;
-        }
+        dec_set_state(x, S, i, &x0, &x1, &x2, &x3);
     }
-    int64_t top = 8 * bp + cnt;
-    if (top > (int64_t)H) return FSE_ERR_TRAILING;
-    if (top < (int64_t)H) return FSE_ERR_TRUNCATED;
-    /* every state must be back at its initial value, which the encoder took
-     * from the hash of the symbols */
-    const uint64_t hv = hash_symbols(dst, n);
-    const uint32_t M = (1u << R) - 1;
-    uint32_t bad = x0 ^ (uint32_t)(hv & M);
-    if (S >= 2) bad |= x1 ^ (uint32_t)((hv >> 16) & M);
-    if (S == 4) bad |= (x2 ^ (uint32_t)((hv >> 32) & M)) | (x3 ^ (uint32_t)((hv >> 48) & M));
-    if (bad) return FSE_ERR_FINAL_STATE;
-    return 0;
+    return dec_end(dst, n, 8 * bp + cnt, H, R, S, x0, x1, x2, x3);
 }
 
 static int decode_payload_generic(uint8_t *dst, size_t n, const dentry *T, unsigned R,

@@ -197,4 +197,82 @@ FSE_HIDDEN int ctx_decode(uint8_t *dst, size_t n, size_t w, const cdesc *c,
 FSE_HIDDEN uint64_t histogram_hash(uint32_t h[256], const uint8_t *src, size_t n);
 FSE_HIDDEN uint64_t hash_symbols(const uint8_t *src, size_t n);
 
+/* ------------------------------------------------------------------------ */
+/* pieces of the coding loops shared by the plain and the context cores      */
+/* ------------------------------------------------------------------------ */
+/* Used by encode_core (fse_encode.c) and ctx_encode_core (fse_context.c), decode_core
+ * (fse_decode.c) and ctx_core (fse_ctxdec.c), where S is a constant.  They take the bit
+ * buffer by value and write at most the states: so they inline to the same instructions as
+ * the code written out (GCC 12, -O3).  As helpers that update the bit buffer through
+ * pointers or a struct, the flush, the refills and the symbol steps changed the register
+ * allocation of the hot loops (up to 4 % slower), so those stay in the cores. */
+/* initial encoder state k (0..3): 2^R + R bits of the hash, 16 bits apart */
+FSE_INLINE uint64_t enc_state(uint64_t hv, unsigned k, unsigned R)
+{
+    const uint64_t L = 1u << R;
+    return L + ((hv >> (16 * k)) & (L - 1));
+}
+
+/* after symbol 0: the final states S-1 .. 1 in R bits and state 0 in R+1 bits (its top
+ * bit is the end marker), then the last partial byte; w continues at the next byte */
+FSE_INLINE int enc_finish(bitw *w, uint64_t acc, unsigned nacc, uint8_t *p, const uint8_t *lim,
+                          uint64_t x0, uint64_t x1, uint64_t x2, uint64_t x3, unsigned R,
+                          unsigned S)
+{
+    const uint64_t L = 1u << R;
+    if (S == 4) {
+        acc |= (x3 - L) << nacc; nacc += R;
+        acc |= (x2 - L) << nacc; nacc += R;
+        wr64(p, acc); p += nacc >> 3; acc >>= (nacc >> 3) * 8; nacc &= 7;   /* flush */
+    }
+    if (S >= 2) { acc |= (x1 - L) << nacc; nacc += R; }
+    acc |= x0 << nacc; nacc += R + 1;
+    wr64(p, acc); p += nacc >> 3; acc >>= (nacc >> 3) * 8; nacc &= 7;       /* flush */
+    if (FSE_UNLIKELY(p > lim)) return FSE_ERR_DST_SMALL;
+    wr64(p, acc);
+    p += (nacc + 7) >> 3;
+    w->p = p; w->acc = 0; w->nacc = 0;
+    return 0;
+}
+
+/* after the last symbol (decoder): the payload must be consumed exactly (top: the bit
+ * position reached), and every state must be back at its initial value, which the encoder
+ * took from the hash of the symbols */
+FSE_INLINE int dec_end(const uint8_t *dst, size_t n, int64_t top, size_t H, unsigned R,
+                       unsigned S, uint32_t x0, uint32_t x1, uint32_t x2, uint32_t x3)
+{
+    if (top > (int64_t)H) return FSE_ERR_TRAILING;
+    if (top < (int64_t)H) return FSE_ERR_TRUNCATED;
+    const uint64_t hv = hash_symbols(dst, n);
+    const uint32_t M = (1u << R) - 1;
+    uint32_t bad = x0 ^ (uint32_t)(hv & M);
+    if (S >= 2) bad |= x1 ^ (uint32_t)((hv >> 16) & M);
+    if (S == 4) bad |= (x2 ^ (uint32_t)((hv >> 32) & M)) | (x3 ^ (uint32_t)((hv >> 48) & M));
+    if (bad) return FSE_ERR_FINAL_STATE;
+    return 0;
+}
+
+/* decoder, careful path: *x = the state of symbol i, and its update (a switch on i, not an
+ * array: inlined, the states stay in registers) */
+FSE_INLINE void dec_state(uint32_t *x, unsigned S, size_t i, uint32_t x0, uint32_t x1,
+                          uint32_t x2, uint32_t x3)
+{
+    switch (i & (S - 1)) {
+    case 0: *x = x0; break;
+    case 1: *x = x1; break;
+    case 2: *x = x2; break;
+    default: *x = x3; break;
+    }
+}
+FSE_INLINE void dec_set_state(uint32_t x, unsigned S, size_t i, uint32_t *x0, uint32_t *x1,
+                              uint32_t *x2, uint32_t *x3)
+{
+    switch (i & (S - 1)) {
+    case 0: *x0 = x; break;
+    case 1: *x1 = x; break;
+    case 2: *x2 = x; break;
+    default: *x3 = x; break;
+    }
+}
+
 #endif
