@@ -21,6 +21,72 @@ def test_soft_histogram_equals_entropy_on_integer_values():
     assert float(model.soft_histogram_bits(tf.constant(z))) == pytest.approx(np.mean(expected), abs=1e-4)
 
 
+
+def _coder_contexts(ch):
+    """The context coder's rule (docs/entropy.md) written out for one (h, w) channel."""
+    values, counts = np.unique(ch, return_counts=True)
+    m = values[np.argmax(counts)]                       # the lowest of the most frequent
+    a = np.minimum(np.abs(ch - m), 3)
+    ctx = np.zeros(ch.shape, int)
+    for y in range(ch.shape[0]):
+        for x in range(ch.shape[1]):
+            d = (a[y, x - 1] if x else 0) + (a[y - 1, x] if y else 0)
+            ctx[y, x] = 0 if d == 0 else 1 if d <= 2 else 2
+    return ctx
+
+
+def _correlated_latent(seed, shape=(1, 24, 32, 3)):
+    """Integer latent with spatially clustered magnitudes, like a real one (mostly zeros)."""
+    rng = np.random.default_rng(seed)
+    scale = np.repeat(np.repeat(rng.gamma(0.6, 1.5, (shape[0], shape[1] // 4, shape[2] // 4,
+                                                       shape[3])), 4, axis=1), 4, axis=2)
+    return np.clip(np.round(rng.laplace(0, 1, shape) * scale), -15, 16).astype(np.float32)
+
+
+def test_context_ids_follow_the_coder_rule():
+    z = _correlated_latent(2)
+    z[0, :, :, 2] = np.where(np.arange(32) % 2, 1.0, -1.0)   # a tie: -1 and 1 equally frequent
+    ids = model._context_ids(tf.constant(z), axes=(0, 1, 2)).numpy()
+    for c in range(z.shape[-1]):
+        assert (ids[0, ..., c] == _coder_contexts(z[0, ..., c])).all()
+    assert set(np.unique(ids)) == {0, 1, 2}
+
+
+def test_soft_context_bits_equal_conditional_entropy_on_integer_values():
+    z = _correlated_latent(3)
+    expected = []
+    for c in range(z.shape[-1]):
+        ch, ctx = z[0, ..., c], _coder_contexts(z[0, ..., c])
+        bits = 0.0
+        for k in range(3):
+            _, counts = np.unique(ch[ctx == k], return_counts=True)
+            bits -= (counts * np.log2(counts / counts.sum())).sum()
+        expected.append(bits / ch.size)
+    soft = float(model.soft_histogram_bits_context(tf.constant(z)))
+    assert soft == pytest.approx(np.mean(expected), abs=1e-4)
+    assert soft < float(model.soft_histogram_bits(tf.constant(z)))   # contexts help here
+    no_tables = model.empirical_bits_context(z[0].astype(np.int32), table_bytes_per_channel=0)
+    assert no_tables / z[0].size == pytest.approx(np.mean(expected), abs=1e-4)
+
+
+def test_context_estimate_tracks_the_real_coder():
+    from PIL_l3ic import _fse
+    z = _correlated_latent(4, (1, 64, 96, 4))
+    idx = (z[0] - model.CODEBOOK_MIN).astype(np.uint8)
+    real = sum(len(_fse.compress(np.ascontiguousarray(idx[..., c]).tobytes(), width=96)) * 8
+               for c in range(4))
+    estimate = model.empirical_bits_context(z[0].astype(np.int32))
+    assert estimate == pytest.approx(real, rel=0.03)
+    assert estimate < model.empirical_bits(z[0].astype(np.int32))
+
+
+def test_soft_context_bits_have_a_gradient():
+    z = tf.Variable(_correlated_latent(5) + 0.3)
+    with tf.GradientTape() as tape:
+        bits = model.soft_histogram_bits_context(z)
+    grad = tape.gradient(bits, z).numpy()
+    assert np.isfinite(grad).all() and np.abs(grad).max() > 0
+
 def test_quantise_modes():
     z = tf.constant([[-20.0, -0.6, 0.4, 3.5, 30.0]])
     assert model.quantise(z, "eval").numpy().tolist() == [[-15, -1, 0, 4, 16]]

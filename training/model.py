@@ -113,6 +113,39 @@ def soft_histogram_bits(z):
     return tf.reduce_mean(h)
 
 
+
+def _context_ids(s, axes):
+    """The entropy coder's context of every symbol (docs/entropy.md, 'tans-ctx'): m = the most
+    frequent symbol of the channel (ties: the lowest) over `axes`, a = min(|s - m|, 3),
+    d = a(left) + a(up) with 0 outside, context 0 if d = 0, 1 if d <= 2, else 2.
+    s: integer-valued (B, h, w, C) tensor, no gradient."""
+    hist = tf.reduce_sum(tf.one_hot(tf.cast(s, tf.int32) - CODEBOOK_MIN, 32, dtype=s.dtype),
+                         axis=axes, keepdims=True)                    # argmax: the first maximum
+    m = tf.cast(tf.argmax(hist, axis=-1), s.dtype) + CODEBOOK_MIN   # (.., C) over the kept axes
+    a = tf.minimum(tf.abs(s - m), 3.0)
+    left = tf.pad(a[:, :, :-1], [[0, 0], [0, 0], [1, 0], [0, 0]])
+    up = tf.pad(a[:, :-1], [[0, 0], [1, 0], [0, 0], [0, 0]])
+    d = left + up
+    return tf.cast(tf.minimum(d, 1.0) + tf.cast(d > 2.0, d.dtype), tf.int32)  # 0, 1, 2
+
+
+def soft_histogram_bits_context(z):
+    """As soft_histogram_bits, but the entropy of each symbol given its coder context (three
+    contexts from the left and upper neighbours, the channel's mode taken over the batch): the
+    rate the context coder pays, so training can learn latents that it codes cheaply.
+    The contexts come from the rounded latent without gradient; the histograms stay soft."""
+    z = tf.clip_by_value(z, CODEBOOK_MIN, CODEBOOK_MAX)
+    ctx = tf.one_hot(_context_ids(tf.stop_gradient(tf.round(z)), axes=(0, 1, 2)), 3,
+                     dtype=z.dtype)                                   # (B, h, w, C, 3)
+    centers = tf.range(CODEBOOK_MIN, CODEBOOK_MAX + 1, dtype=z.dtype)
+    weights = tf.nn.relu(1.0 - tf.abs(z[..., None] - centers))       # (B, h, w, C, 32)
+    joint = tf.einsum("bhwck,bhwcs->cks", ctx, weights)              # (C, 3, 32) soft counts
+    per_ctx = tf.reduce_sum(joint, axis=-1, keepdims=True)
+    bits = -tf.reduce_sum(joint * tf.math.log(joint / (per_ctx + 1e-9) + 1e-9), axis=[1, 2])
+    n = tf.cast(tf.reduce_prod(tf.shape(z)[:3]), z.dtype)
+    return tf.reduce_mean(bits) / n / np.log(2.0)
+
+
 # MS-SSIM on training patches: the three finest scales of the standard five (a 64-pixel patch has
 # no room for more with the 11-pixel window), their weights renormalised to sum to 1.
 PATCH_MS_SSIM_WEIGHTS = tuple(w / (0.0448 + 0.2856 + 0.3001) for w in (0.0448, 0.2856, 0.3001))
@@ -193,4 +226,21 @@ def empirical_bits(indices: np.ndarray, table_bytes_per_channel: float = 12.0) -
                              minlength=32).astype(np.float64)
         p = counts[counts > 0] / n_values
         total += -(counts[counts > 0] * np.log2(p)).sum() + 8 * table_bytes_per_channel
+    return total
+
+
+def empirical_bits_context(indices: np.ndarray, table_bytes_per_channel: float = 30.0) -> float:
+    """As empirical_bits for the context coder: per channel, the order-0 entropy of the symbols
+    within each of the three contexts (mode per channel of this image), plus three tables."""
+    s = tf.constant(indices[None].astype(np.float32))
+    ctx = _context_ids(s, axes=(0, 1, 2)).numpy()[0]
+    total = 0.0
+    for c in range(indices.shape[-1]):
+        for k in range(3):
+            sym = indices[..., c][ctx[..., c] == k]
+            if sym.size:
+                counts = np.bincount(sym.astype(np.int64) - CODEBOOK_MIN, minlength=32)
+                counts = counts[counts > 0].astype(np.float64)
+                total += -(counts * np.log2(counts / sym.size)).sum()
+        total += 8 * table_bytes_per_channel
     return total
