@@ -235,3 +235,28 @@ def test_checkpoint_keeps_weights_optimizer_state_and_meta(tmp_path):
     assert len(meta["optimizer"]) == len(optimizer.variables)
     assert all(np.array_equal(a, v.numpy()) for a, v in zip(meta["optimizer"], optimizer.variables))
     assert not list(tmp_path.glob("*.tmp.npz"))
+
+
+def test_revive_channels_restarts_only_the_dead_ones():
+    enc, dec = model.build_encoder(16), model.build_decoder(16)
+    dead = [3, 7]
+    layer, dlayer = enc.get_layer("enc_latent"), dec.get_layer("dec_latent")
+    k, b, dk = layer.weights[0].numpy(), layer.weights[1].numpy(), dlayer.weights[0].numpy()
+    k[..., dead], b[dead], dk[:, :, dead] = 0.0, 0.0, 0.0     # how a wider warm start adds them
+    layer.weights[0].assign(k), layer.weights[1].assign(b), dlayer.weights[0].assign(dk)
+    x = tf.constant(np.random.default_rng(6).random((2, 32, 48, 3)).astype(np.float32))
+
+    def dead_kernel_grad():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(dec(model.quantise(enc(x), "hard")) - x))
+        return tape.gradient(loss, layer.weights[0]).numpy()[..., dead]
+
+    assert not dead_kernel_grad().any()          # stuck: no gradient reaches them
+    before = enc(x).numpy()
+    weights.revive_channels(enc, dec, dead, np.random.default_rng(0))
+    after = enc(x).numpy()
+    live = [c for c in range(16) if c not in dead]
+    assert np.array_equal(after[..., live], before[..., live])
+    assert after[..., dead].std() > 0
+    assert np.abs(dlayer.weights[0].numpy()[:, :, dead]).max() > 0
+    assert np.abs(dead_kernel_grad()).max() > 0

@@ -66,6 +66,12 @@ def parse_args(argv=None):
                    help="rate estimate (training and validation bpp): 'plain' = per-channel order-0 "
                    "entropy; 'context' = entropy given the context coder's 3 neighbour contexts, "
                    "about 7 %% lower for the same latent, so --target-bpp must be lower too")
+    p.add_argument("--revive-dead", type=float, default=0.0, metavar="STD",
+                   help="at the start, give latent channels that are constant on every validation "
+                   "crop fresh encoder filters (scaled so their latent has this standard "
+                   "deviation, e.g. 0.25: few values leave 0, so little rate at first) and small "
+                   "random decoder weights, so gradients reach them again (64c had 27 of 64 "
+                   "channels dead since its wider warm start)")
     p.add_argument("--rate-gain", type=float, default=0.003, help="0 disables rate control")
     p.add_argument("--reset-optimizer", action="store_true", help="resume the weights but start Adam "
                    "afresh: after a change of the loss, moment estimates at the old gradient scale "
@@ -219,6 +225,31 @@ def main(argv=None):
         q = model.quantise(encoder(x, training=False), "eval")
         return q, decoder(q, training=False)
 
+    def revive_dead_channels(target_std):
+        """Channels whose rounded latent is one value on every validation crop get a fresh start
+        (weights.revive_channels), their encoder filters scaled to latent std target_std."""
+        latents = [encoder(im[None], training=False).numpy()[0] for im in val_images]
+        rounded = [np.round(z) for z in latents]
+        dead = [c for c in range(args.channels)
+                if all(r[..., c].min() == r[..., c].max() == rounded[0][..., c].flat[0]
+                       for r in rounded)]
+        if not dead:
+            print("revive: no dead channels", flush=True)
+            return
+        weights.revive_channels(encoder, decoder, dead, np.random.default_rng(args.seed + step))
+        z = np.concatenate([encoder(im[None], training=False).numpy()[0][..., dead].reshape(-1, len(dead))
+                            for im in val_images])
+        gain = np.ones(args.channels, np.float32)     # bias is 0, so the latent scales with it
+        gain[dead] = target_std / np.maximum(z.std(axis=0), 1e-6)
+        layer = encoder.get_layer("enc_latent")
+        layer.weights[0].assign(layer.weights[0].numpy() * gain)
+        bias = layer.weights[1].numpy()                # centre the new latents on 0
+        latent_scale = float(encoder.get_layer("latent_scale").weights[0].numpy())
+        bias[dead] = -gain[dead] * z.mean(axis=0) / latent_scale
+        layer.weights[1].assign(bias)
+        print(f"revive: {len(dead)} dead channels {dead} re-initialised (latent std {target_std})",
+              flush=True)
+
     def validate():
         """Mean PSNR, MS-SSIM, SSIM and estimated bpp on the validation crops (8-bit pixels)."""
         psnrs, ms_ssims, ssims, bpps = [], [], [], []
@@ -262,6 +293,8 @@ def main(argv=None):
             rows = list(csv.reader(f))[1:]
             minutes_before = float(rows[-1][1]) if rows else 0.0
 
+    if args.revive_dead:
+        revive_dead_channels(args.revive_dead)
     t0 = time.time()
     last_ckpt = t0
     budget = args.minutes * 60

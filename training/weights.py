@@ -105,3 +105,22 @@ def load_npz(path: str) -> tuple[dict[str, np.ndarray], dict]:
         opt = [f[f"opt/{i}"] for i in range(sum(k.startswith("opt/") for k in f.files))]
     meta["optimizer"] = opt
     return arrays, meta
+
+
+def revive_channels(encoder, decoder, dead, rng, encoder_gain=1.0, decoder_std=1e-3) -> None:
+    """Fresh random encoder filters (He normal times encoder_gain, zero bias) and small random
+    decoder weights for the latent channels `dead`.  A channel whose latent rounds to one value
+    on every input gets no gradient: its decoder weights see a constant, and with zero decoder
+    weights (how a wider warm start adds channels) no distortion gradient reaches its encoder,
+    so the rate term keeps it dead.  Other channels are untouched."""
+    enc, dec = encoder.get_layer("enc_latent"), decoder.get_layer("dec_latent")
+    ek, eb = enc.weights[0].numpy(), enc.weights[1].numpy()
+    dk = dec.weights[0].numpy()
+    fan_in = int(np.prod(ek.shape[:3]))
+    for c in dead:
+        ek[..., c] = rng.normal(0.0, encoder_gain * np.sqrt(2.0 / fan_in), ek.shape[:3])
+        eb[c] = 0.0
+        dk[:, :, c, :] = rng.normal(0.0, decoder_std, dk.shape[:2] + dk.shape[3:])
+    enc.weights[0].assign(ek)
+    enc.weights[1].assign(eb)
+    dec.weights[0].assign(dk)
