@@ -72,6 +72,10 @@ def parse_args(argv=None):
                    "deviation, e.g. 0.25: few values leave 0, so little rate at first) and small "
                    "random decoder weights, so gradients reach them again (64c had 27 of 64 "
                    "channels dead since its wider warm start)")
+    p.add_argument("--revive-decoder-gain", type=float, default=0.3, metavar="G",
+                   help="decoder weights of revived channels: random with G x the standard "
+                   "deviation of the live channels' (1e-3 absolute, ~0.02 x, let all 27 of 64c's "
+                   "die again within 2,900 steps)")
     p.add_argument("--rate-gain", type=float, default=0.003, help="0 disables rate control")
     p.add_argument("--reset-optimizer", action="store_true", help="resume the weights but start Adam "
                    "afresh: after a change of the loss, moment estimates at the old gradient scale "
@@ -236,7 +240,10 @@ def main(argv=None):
         if not dead:
             print("revive: no dead channels", flush=True)
             return
-        weights.revive_channels(encoder, decoder, dead, np.random.default_rng(args.seed + step))
+        live = [c for c in range(args.channels) if c not in dead]
+        live_std = float(np.std(decoder.get_layer("dec_latent").weights[0].numpy()[:, :, live]))
+        weights.revive_channels(encoder, decoder, dead, np.random.default_rng(args.seed + step),
+                                decoder_std=args.revive_decoder_gain * live_std)
         z = np.concatenate([encoder(im[None], training=False).numpy()[0][..., dead].reshape(-1, len(dead))
                             for im in val_images])
         gain = np.ones(args.channels, np.float32)     # bias is 0, so the latent scales with it
@@ -247,8 +254,8 @@ def main(argv=None):
         latent_scale = float(encoder.get_layer("latent_scale").weights[0].numpy())
         bias[dead] = -gain[dead] * z.mean(axis=0) / latent_scale
         layer.weights[1].assign(bias)
-        print(f"revive: {len(dead)} dead channels {dead} re-initialised (latent std {target_std})",
-              flush=True)
+        print(f"revive: {len(dead)} dead channels {dead} re-initialised (latent std {target_std}, "
+              f"decoder weight std {args.revive_decoder_gain * live_std:.4f})", flush=True)
 
     def validate():
         """Mean PSNR, MS-SSIM, SSIM and estimated bpp on the validation crops (8-bit pixels)."""
