@@ -97,9 +97,10 @@ def quantise(z, mode: str):
     return tf.round(z)
 
 
-def soft_histogram_bits(z):
+def soft_histogram_bits(z, channel_weights=None):
     """Differentiable entropy estimate in bits per latent value, computed per channel (as the
-    channel-wise entropy coder codes them) and averaged over channels.
+    channel-wise entropy coder codes them) and averaged over channels (each counted with its
+    channel_weights entry, when given: 0 leaves a channel's rate out of the loss).
 
     Each value spreads its mass over the two nearest codebook entries (triangular kernel), so the
     histogram is a smooth function of z and its entropy has a useful gradient."""
@@ -110,6 +111,8 @@ def soft_histogram_bits(z):
     p = tf.reduce_mean(weights, axis=0)  # (channels, 32)
     p = p / tf.reduce_sum(p, axis=-1, keepdims=True)
     h = -tf.reduce_sum(p * tf.math.log(p + 1e-9), axis=-1) / np.log(2.0)
+    if channel_weights is not None:
+        h = h * channel_weights
     return tf.reduce_mean(h)
 
 

@@ -76,6 +76,10 @@ def parse_args(argv=None):
                    help="decoder weights of revived channels: random with G x the standard "
                    "deviation of the live channels' (1e-3 absolute, ~0.02 x, let all 27 of 64c's "
                    "die again within 2,900 steps)")
+    p.add_argument("--revive-free-steps", type=int, default=0, metavar="N",
+                   help="revived channels' rate counts 0 at first, rising linearly to full over N "
+                   "steps, so the distortion gradient can put them to use before the rate term "
+                   "pulls them back to a constant")
     p.add_argument("--rate-gain", type=float, default=0.003, help="0 disables rate control")
     p.add_argument("--reset-optimizer", action="store_true", help="resume the weights but start Adam "
                    "afresh: after a change of the loss, moment estimates at the old gradient scale "
@@ -195,8 +199,11 @@ def main(argv=None):
             return model.soft_histogram_bits(tf.reshape(z, [-1, 1]))
         if args.rate_model == "context":
             return model.soft_histogram_bits_context(z)
-        return model.soft_histogram_bits(z)
+        return model.soft_histogram_bits(z, rate_weights)
 
+    # per-channel weight of the rate term: revived channels start rate-free (--revive-free-steps)
+    rate_weights = tf.Variable(tf.ones([args.channels]), trainable=False)
+    revived = []
     empirical_bits = (model.empirical_bits_context if args.rate_model == "context"
                       else model.empirical_bits)
 
@@ -254,6 +261,7 @@ def main(argv=None):
         latent_scale = float(encoder.get_layer("latent_scale").weights[0].numpy())
         bias[dead] = -gain[dead] * z.mean(axis=0) / latent_scale
         layer.weights[1].assign(bias)
+        revived.extend(dead)
         print(f"revive: {len(dead)} dead channels {dead} re-initialised (latent std {target_std}, "
               f"decoder weight std {args.revive_decoder_gain * live_std:.4f})", flush=True)
 
@@ -314,6 +322,10 @@ def main(argv=None):
         mode = "noise" if step < args.noise_steps else "hard"
         clip = 1e9 if (args.no_clip or clip_ema is None) else 2.0 * clip_ema
         ramp = min(1.0, (step - start_step + 1) / max(1, args.ssim_ramp))
+        if revived and args.revive_free_steps:
+            w = np.ones(args.channels, np.float32)
+            w[revived] = min(1.0, (step - start_step) / args.revive_free_steps)
+            rate_weights.assign(w)
         ssim_weight = args.ssim_start + ramp * (args.ssim_weight - args.ssim_start)
         ms_start = args.ms_ssim_weight if args.ms_ssim_start is None else args.ms_ssim_start
         ms_ssim_weight = ms_start + ramp * (args.ms_ssim_weight - ms_start)
