@@ -88,10 +88,13 @@ def test_soft_context_bits_have_a_gradient():
     assert np.isfinite(grad).all() and np.abs(grad).max() > 0
 
 
-def test_soft_histogram_channel_weights_leave_channels_out():
+def test_rate_channel_weights_leave_channels_out():
     z = tf.constant(_correlated_latent(7))
     per_channel = [float(model.soft_histogram_bits(z[..., c:c + 1])) for c in range(3)]
     weighted = float(model.soft_histogram_bits(z, tf.constant([1.0, 0.0, 0.5])))
+    assert weighted == pytest.approx((per_channel[0] + 0.5 * per_channel[2]) / 3, abs=1e-5)
+    per_channel = [float(model.soft_histogram_bits_context(z[..., c:c + 1])) for c in range(3)]
+    weighted = float(model.soft_histogram_bits_context(z, tf.constant([1.0, 0.0, 0.5])))
     assert weighted == pytest.approx((per_channel[0] + 0.5 * per_channel[2]) / 3, abs=1e-5)
 
 def test_quantise_modes():

@@ -97,6 +97,15 @@ def quantise(z, mode: str):
     return tf.round(z)
 
 
+def _codebook_weights(z):
+    """Soft assignment of every value (clipped to the codebook range) to the 32 codebook entries:
+    a triangular kernel over the two nearest, so histograms are smooth functions of z.
+    Shape: z's shape + (32,)."""
+    z = tf.clip_by_value(z, CODEBOOK_MIN, CODEBOOK_MAX)
+    centers = tf.range(CODEBOOK_MIN, CODEBOOK_MAX + 1, dtype=z.dtype)
+    return tf.nn.relu(1.0 - tf.abs(z[..., None] - centers))
+
+
 def soft_histogram_bits(z, channel_weights=None):
     """Differentiable entropy estimate in bits per latent value, computed per channel (as the
     channel-wise entropy coder codes them) and averaged over channels (each counted with its
@@ -104,17 +113,13 @@ def soft_histogram_bits(z, channel_weights=None):
 
     Each value spreads its mass over the two nearest codebook entries (triangular kernel), so the
     histogram is a smooth function of z and its entropy has a useful gradient."""
-    z = tf.clip_by_value(z, CODEBOOK_MIN, CODEBOOK_MAX)
-    centers = tf.range(CODEBOOK_MIN, CODEBOOK_MAX + 1, dtype=z.dtype)
     flat = tf.reshape(z, [-1, tf.shape(z)[-1]])  # (values, channels)
-    weights = tf.nn.relu(1.0 - tf.abs(flat[:, :, None] - centers))  # (values, channels, 32)
-    p = tf.reduce_mean(weights, axis=0)  # (channels, 32)
+    p = tf.reduce_mean(_codebook_weights(flat), axis=0)  # (channels, 32)
     p = p / tf.reduce_sum(p, axis=-1, keepdims=True)
     h = -tf.reduce_sum(p * tf.math.log(p + 1e-9), axis=-1) / np.log(2.0)
     if channel_weights is not None:
         h = h * channel_weights
     return tf.reduce_mean(h)
-
 
 
 def _context_ids(s, axes):
@@ -132,19 +137,18 @@ def _context_ids(s, axes):
     return tf.cast(tf.minimum(d, 1.0) + tf.cast(d > 2.0, d.dtype), tf.int32)  # 0, 1, 2
 
 
-def soft_histogram_bits_context(z):
+def soft_histogram_bits_context(z, channel_weights=None):
     """As soft_histogram_bits, but the entropy of each symbol given its coder context (three
     contexts from the left and upper neighbours, the channel's mode taken over the batch): the
     rate the context coder pays, so training can learn latents that it codes cheaply.
     The contexts come from the rounded latent without gradient; the histograms stay soft."""
-    z = tf.clip_by_value(z, CODEBOOK_MIN, CODEBOOK_MAX)
-    ctx = tf.one_hot(_context_ids(tf.stop_gradient(tf.round(z)), axes=(0, 1, 2)), 3,
-                     dtype=z.dtype)                                   # (B, h, w, C, 3)
-    centers = tf.range(CODEBOOK_MIN, CODEBOOK_MAX + 1, dtype=z.dtype)
-    weights = tf.nn.relu(1.0 - tf.abs(z[..., None] - centers))       # (B, h, w, C, 32)
-    joint = tf.einsum("bhwck,bhwcs->cks", ctx, weights)              # (C, 3, 32) soft counts
+    rounded = tf.stop_gradient(tf.round(tf.clip_by_value(z, CODEBOOK_MIN, CODEBOOK_MAX)))
+    ctx = tf.one_hot(_context_ids(rounded, axes=(0, 1, 2)), 3, dtype=z.dtype)  # (B, h, w, C, 3)
+    joint = tf.einsum("bhwck,bhwcs->cks", ctx, _codebook_weights(z))  # (C, 3, 32) soft counts
     per_ctx = tf.reduce_sum(joint, axis=-1, keepdims=True)
     bits = -tf.reduce_sum(joint * tf.math.log(joint / (per_ctx + 1e-9) + 1e-9), axis=[1, 2])
+    if channel_weights is not None:
+        bits = bits * channel_weights
     n = tf.cast(tf.reduce_prod(tf.shape(z)[:3]), z.dtype)
     return tf.reduce_mean(bits) / n / np.log(2.0)
 
@@ -219,31 +223,23 @@ def distortion(x, x_hat, ms_ssim_weight=0.0, ssim_weight=0.0, structural=True):
     return total, mse
 
 
+def _order0_bits(symbols: np.ndarray) -> float:
+    """Bits of an ideal order-0 code of these codebook values (their empirical entropy x count)."""
+    counts = np.bincount(symbols.ravel().astype(np.int64) - CODEBOOK_MIN, minlength=32)
+    counts = counts[counts > 0].astype(np.float64)
+    return float(-(counts * np.log2(counts / symbols.size)).sum())
+
+
 def empirical_bits(indices: np.ndarray, table_bytes_per_channel: float = 12.0) -> float:
     """Bits of a per-channel order-0 coder for one image's latent (h, w, N), including a rough table
     cost per channel: the figure to report before the real coder is available."""
-    n_values = indices.shape[0] * indices.shape[1]
-    total = 0.0
-    for c in range(indices.shape[-1]):
-        counts = np.bincount(indices[..., c].ravel().astype(np.int64) - CODEBOOK_MIN,
-                             minlength=32).astype(np.float64)
-        p = counts[counts > 0] / n_values
-        total += -(counts[counts > 0] * np.log2(p)).sum() + 8 * table_bytes_per_channel
-    return total
+    return sum(_order0_bits(indices[..., c]) + 8 * table_bytes_per_channel
+               for c in range(indices.shape[-1]))
 
 
 def empirical_bits_context(indices: np.ndarray, table_bytes_per_channel: float = 30.0) -> float:
     """As empirical_bits for the context coder: per channel, the order-0 entropy of the symbols
     within each of the three contexts (mode per channel of this image), plus three tables."""
-    s = tf.constant(indices[None].astype(np.float32))
-    ctx = _context_ids(s, axes=(0, 1, 2)).numpy()[0]
-    total = 0.0
-    for c in range(indices.shape[-1]):
-        for k in range(3):
-            sym = indices[..., c][ctx[..., c] == k]
-            if sym.size:
-                counts = np.bincount(sym.astype(np.int64) - CODEBOOK_MIN, minlength=32)
-                counts = counts[counts > 0].astype(np.float64)
-                total += -(counts * np.log2(counts / sym.size)).sum()
-        total += 8 * table_bytes_per_channel
-    return total
+    ctx = _context_ids(tf.constant(indices[None].astype(np.float32)), axes=(0, 1, 2)).numpy()[0]
+    return sum(_order0_bits(indices[..., c][ctx[..., c] == k]) for c in range(indices.shape[-1])
+               for k in range(3)) + 8 * table_bytes_per_channel * indices.shape[-1]

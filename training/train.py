@@ -198,7 +198,7 @@ def main(argv=None):
         if args.plain:  # one global histogram over all channels
             return model.soft_histogram_bits(tf.reshape(z, [-1, 1]))
         if args.rate_model == "context":
-            return model.soft_histogram_bits_context(z)
+            return model.soft_histogram_bits_context(z, rate_weights)
         return model.soft_histogram_bits(z, rate_weights)
 
     # per-channel weight of the rate term: revived channels start rate-free (--revive-free-steps)
@@ -322,7 +322,7 @@ def main(argv=None):
         mode = "noise" if step < args.noise_steps else "hard"
         clip = 1e9 if (args.no_clip or clip_ema is None) else 2.0 * clip_ema
         ramp = min(1.0, (step - start_step + 1) / max(1, args.ssim_ramp))
-        if revived and args.revive_free_steps:
+        if revived and 0 < args.revive_free_steps and step - start_step <= args.revive_free_steps:
             w = np.ones(args.channels, np.float32)
             w[revived] = min(1.0, (step - start_step) / args.revive_free_steps)
             rate_weights.assign(w)
