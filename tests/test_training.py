@@ -247,6 +247,23 @@ def test_checkpoint_keeps_weights_optimizer_state_and_meta(tmp_path):
     assert not list(tmp_path.glob("*.tmp.npz"))
 
 
+def test_snapshots_average_back_to_the_model(tmp_path):
+    from training import average
+    encoder, decoder = model.build_encoder(16), model.build_decoder(16)
+    weights.save_snapshot(str(tmp_path / "snap_1.npz"), encoder, decoder, step=1, lmbda=0.5)
+    first = weights.model_arrays(encoder, decoder)
+    kernel = encoder.get_layer("enc_latent").weights[0]
+    kernel.assign(kernel + 1.0)
+    weights.save_snapshot(str(tmp_path / "snap_2.npz"), encoder, decoder, step=2, lmbda=0.5)
+    arrays, meta = average.average([str(tmp_path / "snap_1.npz"), str(tmp_path / "snap_2.npz")])
+    assert meta["step"] == 2 and meta["optimizer"] == []
+    np.testing.assert_allclose(arrays["encoder/enc_latent/0"],
+                               first["encoder/enc_latent/0"] + 0.5, rtol=1e-6)
+    assert all(np.array_equal(arrays[k], v) for k, v in first.items() if "enc_latent/0" not in k)
+    fresh_enc, fresh_dec = model.build_encoder(16), model.build_decoder(16)
+    assert weights.assign_model_arrays(fresh_enc, fresh_dec, arrays) == len(first)
+
+
 def test_revive_channels_restarts_only_the_dead_ones():
     enc, dec = model.build_encoder(16), model.build_decoder(16)
     dead = [3, 7]

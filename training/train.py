@@ -93,6 +93,9 @@ def parse_args(argv=None):
     p.add_argument("--patience", type=int, default=8, help="evaluations without improvement "
                    "before stopping (0: never)")
     p.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    p.add_argument("--snapshot-every", type=int, default=0, metavar="N",
+                   help="also keep the weights every N steps as snap_<step>.npz, to average the "
+                   "last ones with training.average (0: none)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="TF intra-op threads (0: all cores)")
     args = p.parse_args(argv)
@@ -347,6 +350,9 @@ def main(argv=None):
             stats = []
             continue
         stats.append((float(loss), float(mse), bpp))
+        if args.snapshot_every and step % args.snapshot_every == 0:
+            weights.save_snapshot(os.path.join(run_dir, f"snap_{step}.npz"), encoder, decoder,
+                                  step=step, lmbda=lmbda)
         if step % args.eval_every == 0 or time.time() - t0 > budget:
             val_psnr, val_ms_ssim, val_ssim, val_bpp = validate()
             l, m, b = np.mean(stats, axis=0)

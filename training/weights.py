@@ -97,6 +97,12 @@ def save_checkpoint(path: str, encoder, decoder, optimizer, **meta) -> None:
     os.replace(tmp, path)
 
 
+def save_snapshot(path: str, encoder, decoder, **meta) -> None:
+    """float32 weights and ``meta`` without the optimizer state (for training.average)."""
+    np.savez(path, **model_arrays(encoder, decoder),
+             **{f"meta/{k}": np.asarray(v) for k, v in meta.items()})
+
+
 def load_npz(path: str) -> tuple[dict[str, np.ndarray], dict]:
     with np.load(path) as f:
         arrays = {k: f[k] for k in f.files if not k.startswith(("meta/", "opt/"))}
