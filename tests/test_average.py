@@ -1,8 +1,14 @@
 """training.average: the weight mean of checkpoints (needs numpy only, so it runs in CI)."""
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from training import average, weights
+# training/ is not installed (a training-only tree); append the checkout so the installed
+# PIL_l3ic stays first on the path
+sys.path.append(str(Path(__file__).resolve().parents[1]))
+from training import average, weights  # noqa: E402
 
 
 def _checkpoint(path, scale, step, shape=(3, 3, 4, 8)):
