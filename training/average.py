@@ -38,9 +38,8 @@ def average(paths: list[str]) -> tuple[dict[str, np.ndarray], dict]:
 
 
 def save(path: str, arrays: dict[str, np.ndarray], meta: dict, sources: list[str]) -> None:
-    keep = {f"meta/{k}": np.asarray(v) for k, v in meta.items() if k != "optimizer"}
-    keep["meta/averaged"] = np.asarray(len(sources))
-    np.savez(path, **arrays, **keep)
+    keep = {k: v for k, v in meta.items() if k != "optimizer"}   # load_npz's list, not a key
+    weights.save_arrays(path, arrays, **keep, averaged=len(sources))
 
 
 def main(argv=None) -> None:

@@ -97,10 +97,15 @@ def save_checkpoint(path: str, encoder, decoder, optimizer, **meta) -> None:
     os.replace(tmp, path)
 
 
+def save_arrays(path: str, arrays: dict[str, np.ndarray], **meta) -> None:
+    """float32 weights and ``meta`` as meta/ keys, without optimizer state: the layout of a
+    run's final.npz minus Adam, which load_npz, export and qat read (snapshots, averages)."""
+    np.savez(path, **arrays, **{f"meta/{k}": np.asarray(v) for k, v in meta.items()})
+
+
 def save_snapshot(path: str, encoder, decoder, **meta) -> None:
-    """float32 weights and ``meta`` without the optimizer state (for training.average)."""
-    np.savez(path, **model_arrays(encoder, decoder),
-             **{f"meta/{k}": np.asarray(v) for k, v in meta.items()})
+    """The model's current weights for training.average (train.py --snapshot-every)."""
+    save_arrays(path, model_arrays(encoder, decoder), **meta)
 
 
 def load_npz(path: str) -> tuple[dict[str, np.ndarray], dict]:
