@@ -57,3 +57,15 @@ def test_command_line(tmp_path, capsys):
     assert "mean of 2 checkpoints (last step 20)" in capsys.readouterr().out
     arrays, _ = weights.load_npz(str(tmp_path / "o.npz"))
     assert np.all(arrays["encoder/enc_latent/0"] == 4.0)
+
+
+def test_mean_of_averages(tmp_path):
+    """A soup: the mean of two averages records its own count, not its inputs'."""
+    p1, _ = _checkpoint(tmp_path / "a.npz", 1.0, 10)
+    p2, _ = _checkpoint(tmp_path / "b.npz", 3.0, 20)
+    p3, _ = _checkpoint(tmp_path / "c.npz", 9.0, 30)
+    average.main([str(tmp_path / "ab.npz"), p1, p2])
+    average.main([str(tmp_path / "soup.npz"), str(tmp_path / "ab.npz"), p3])
+    arrays, meta = weights.load_npz(str(tmp_path / "soup.npz"))
+    assert np.all(arrays["encoder/enc_latent/0"] == 5.5)
+    assert meta["averaged"] == 2 and meta["step"] == 30

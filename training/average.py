@@ -38,7 +38,8 @@ def average(paths: list[str]) -> tuple[dict[str, np.ndarray], dict]:
 
 
 def save(path: str, arrays: dict[str, np.ndarray], meta: dict, sources: list[str]) -> None:
-    keep = {k: v for k, v in meta.items() if k != "optimizer"}   # load_npz's list, not a key
+    # optimizer: load_npz's list, not a key; averaged: an input's own count (a soup of averages)
+    keep = {k: v for k, v in meta.items() if k not in ("optimizer", "averaged")}
     weights.save_arrays(path, arrays, **keep, averaged=len(sources))
 
 
