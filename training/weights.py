@@ -79,11 +79,16 @@ def committed_path(quality: str) -> str:
     return os.path.join(WEIGHTS_DIR, f"l3ic_{quality}.npz")
 
 
+def _meta_entries(meta: dict) -> dict[str, np.ndarray]:
+    """``meta`` as the meta/ keys every weights file carries (load_npz strips the prefix)."""
+    return {f"meta/{k}": np.asarray(v) for k, v in meta.items()}
+
+
 def save_weights(path: str, arrays: dict[str, np.ndarray], **info) -> str:
     """Weights as compressed float16 with ``info`` as meta/ keys (the committed format)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    meta = {f"meta/{k}": np.asarray(v) for k, v in info.items()}
-    np.savez_compressed(path, **{k: v.astype(np.float16) for k, v in arrays.items()}, **meta)
+    np.savez_compressed(path, **{k: v.astype(np.float16) for k, v in arrays.items()},
+                        **_meta_entries(info))
     return path
 
 
@@ -91,16 +96,15 @@ def save_checkpoint(path: str, encoder, decoder, optimizer, **meta) -> None:
     """A resumable run checkpoint: float32 weights, Adam's state (opt/<i>, in
     optimizer.variables order) and ``meta`` as meta/ keys; written atomically."""
     opt = {f"opt/{i}": v.numpy() for i, v in enumerate(optimizer.variables)}
-    info = {f"meta/{k}": np.asarray(v) for k, v in meta.items()}
     tmp = path + ".tmp.npz"
-    np.savez(tmp, **model_arrays(encoder, decoder), **opt, **info)
+    np.savez(tmp, **model_arrays(encoder, decoder), **opt, **_meta_entries(meta))
     os.replace(tmp, path)
 
 
 def save_arrays(path: str, arrays: dict[str, np.ndarray], **meta) -> None:
     """float32 weights and ``meta`` as meta/ keys, without optimizer state: the layout of a
     run's final.npz minus Adam, which load_npz, export and qat read (snapshots, averages)."""
-    np.savez(path, **arrays, **{f"meta/{k}": np.asarray(v) for k, v in meta.items()})
+    np.savez(path, **arrays, **_meta_entries(meta))
 
 
 def save_snapshot(path: str, encoder, decoder, **meta) -> None:
