@@ -17,6 +17,10 @@ Save options
     exif          bytes or ``Image.Exif`` (not copied from ``im.info`` unless given, as in
                   Pillow's JPEG/PNG/WebP plugins).
     xmp           bytes or str (UTF-8), likewise only when given.
+    refine        int 0..1000, default 0: encoder-side refinement steps (``refine.py``): each
+                  step runs the model's refiner network (about three decoder runs), so encoding
+                  is slower; decoding and the file format are unchanged.  ~30 steps close most
+                  of the gain (docs/refine.md).
 Invalid values raise ValueError.  Image modes are stored as:
     RGB, L, RGBA, LA   as they are
     P                  RGBA if it has transparency, else RGB;  PA -> RGBA
@@ -134,6 +138,7 @@ def _bytes_option(name: str, value) -> bytes | None:
 def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     info = im.encoderinfo
     quality = codec.resolve_quality(info.get("quality", DEFAULT_QUALITY))
+    refine = codec.check_refine(info.get("refine", 0))
     icc = _bytes_option("icc_profile", info.get("icc_profile", im.info.get("icc_profile")))
     exif = info.get("exif")
     if isinstance(exif, Image.Exif):
@@ -147,7 +152,7 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     frame = _codec_image(im)
     frame.load()
     data = codec.encode_image(np.asarray(frame), frame.mode, quality, icc=icc, exif=exif,
-                              xmp=xmp)
+                              xmp=xmp, refine=refine)
     _write_all_or_nothing(fp, data)
 
 

@@ -146,7 +146,7 @@ def _encode(src, dst, opts) -> dict:
         if im.mode not in _PLUGIN_MODES:     # YCbCr, LAB, HSV, RGBX, ...: as the CLI does
             im = im.convert("RGBA" if {"A", "a"} & set(im.getbands()) else "RGB")
         buf = io.BytesIO()
-        im.save(buf, format="L3IC", quality=opts["quality"], **meta)
+        im.save(buf, format="L3IC", quality=opts["quality"], refine=opts.get("refine", 0), **meta)
         pixels = im.width * im.height
     write_atomic(dst, buf.getvalue(), opts.get("fsync", True))
     return _row(src, dst, pixels, len(buf.getvalue()))
@@ -216,18 +216,19 @@ def _write_data(f, data: bytes) -> None:   # a seam for tests (slow writes, kill
 # ----------------------------------------------------------------------------- API
 
 def convert(sources, dest=None, quality="32c", *, client=None, scheduler=None, workers=None,
-            force=False, strip=False, progress=True, report=None, log=None, chunksize=None,
-            fsync=True) -> Report:
+            force=False, strip=False, refine=0, progress=True, report=None, log=None,
+            chunksize=None, fsync=True) -> Report:
     """Encode images (list, glob or folder tree) to ``.l3c`` under ``dest`` (tree mirrored).
 
     client: a ``dask.distributed.Client``; scheduler: an address (``tcp://host:8786``), a
     scheduler file (``*.json``) or ``"local"`` (a LocalCluster of ``workers`` processes).
     Neither: a local process pool of ``workers`` (default: one per core).  force: redo
-    outputs that are up to date.  report: path for the JSON report.  log: called with one
+    outputs that are up to date.  refine: encoder-side refinement steps (the ``refine`` save
+    option; refined files are not redone).  report: path for the JSON report.  log: called with one
     line per failed file as it happens (e.g. ``print``).  Returns the ``Report``."""
     from PIL_l3ic import codec, runtime
     q = codec.resolve_quality(quality)
-    settings = {"quality": q, "strip": bool(strip)}
+    settings = {"quality": q, "strip": bool(strip), "refine": codec.check_refine(refine)}
     try:
         settings["fingerprint"] = runtime.model_info(q).fingerprint.hex()
     except OSError:

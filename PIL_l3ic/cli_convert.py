@@ -42,7 +42,7 @@ def codec_image(im):
 
 
 def encode_file(src: str, dst: str, quality: str, force: bool = False,
-                strip: bool = False) -> dict:
+                strip: bool = False, refine: int = 0) -> dict:
     """Encode one file Pillow can read to ``dst`` (.l3c).  Returns sizes for the summary."""
     Image = pillow()
     check_output(src, dst, force)
@@ -51,7 +51,7 @@ def encode_file(src: str, dst: str, quality: str, force: bool = False,
         meta = metadata(im, strip)
         img = codec_image(im)
         buf = io.BytesIO()
-        img.save(buf, format="L3IC", quality=quality, **meta)
+        img.save(buf, format="L3IC", quality=quality, refine=refine, **meta)
     write_output(dst, buf.getvalue())
     return {"bytes_in": os.path.getsize(src), "bytes_out": buf.tell(),
             "pixels": img.width * img.height}
@@ -204,9 +204,11 @@ def _convert(args, fn, **options) -> int:
 def cmd_encode(args) -> int:
     if _batch_mode(args):
         from PIL_l3ic import batch
-        return _convert(args, batch.convert, quality=args.quality, strip=args.strip)
+        return _convert(args, batch.convert, quality=args.quality, strip=args.strip,
+                        refine=args.refine)
     outs = _outputs(args.inputs, args.output, ".l3c")
-    tasks = [(s, d, args.quality, args.force, args.strip) for s, d in zip(args.inputs, outs)]
+    tasks = [(s, d, args.quality, args.force, args.strip, args.refine)
+             for s, d in zip(args.inputs, outs)]
     return _batch(args, encode_file, tasks, "encoded")
 
 

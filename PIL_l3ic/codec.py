@@ -53,6 +53,7 @@ from typing import BinaryIO, Sequence
 import numpy as np
 
 from . import container, runtime
+from . import refine as _refine
 from .container import ContainerError, Header
 
 MARGIN = 5            # latent cells of context around each tile core (see the docstring)
@@ -62,6 +63,7 @@ DEFAULT_TILE = 1024   # pixels per tile core side (a multiple of 8)
 # for one such window is about twice that of a 1024 px tile.
 WHOLE_IMAGE_PIXELS = 2_300_000
 ZERO_INDEX = 15       # index of the codebook value 0
+MAX_REFINE = 1000     # refinement steps (refine.py) accepted by encode
 _MAX_INDEX = 31
 _QUALITY_NAMES = {"low": "16c", "medium": "32c", "high": "64c"}
 
@@ -117,8 +119,9 @@ def _check_output(net, out, shape) -> None:
                                  f"expected {list(shape)}")
 
 
-def _analyse(net, img: np.ndarray, tile: int | None = None) -> np.ndarray:
-    """Encoder network + quantisation, tile by tile: (H, W[, 3]) uint8 -> (C, h, w) indices."""
+def _analyse(net, img: np.ndarray, tile: int | None = None, refine: int = 0) -> np.ndarray:
+    """Encoder network + quantisation, tile by tile: (H, W[, 3]) uint8 -> (C, h, w) indices.
+    refine > 0 runs that many refinement steps on each window's latent (refine.py)."""
     H, W = img.shape[:2]
     h, w = -(-H // 8), -(-W // 8)
     t = _tile_cells(tile, h, w)
@@ -127,6 +130,9 @@ def _analyse(net, img: np.ndarray, tile: int | None = None) -> np.ndarray:
     rows, wh = _spans(h, t)
     cols, ww = _spans(w, t)
     bh, bw = 8 * wh, 8 * ww
+    refiner = None                          # windows below MIN_SIZE are too small for the
+    if refine and min(bh, bw) >= _refine.MIN_SIZE:   # refiner's MS-SSIM term: not refined
+        refiner = runtime.network(net.info.quality, "refiner")
     for r0, r1, rs in rows:
         for c0, c1, cs in cols:
             y0, x0 = 8 * rs, 8 * cs
@@ -140,15 +146,20 @@ def _analyse(net, img: np.ndarray, tile: int | None = None) -> np.ndarray:
                     dst[:sh, sw:] = dst[:sh, sw - 1:sw]
                 if sh < bh:
                     dst[sh:] = dst[sh - 1:sh]
+                return dst
 
-            def take(z, r0=r0, r1=r1, rs=rs, c0=c0, c1=c1, cs=cs):
+            def take(z):
                 _check_output(net, z, (1, wh, ww, C))
-                q = np.rint(z[0, r0 - rs:r1 - rs, c0 - cs:c1 - cs])
-                np.clip(q, -ZERO_INDEX, _MAX_INDEX - ZERO_INDEX, out=q)
-                q += ZERO_INDEX
-                out[:, r0:r1, c0:c1] = q.transpose(2, 0, 1)
+                return z[0].copy() if refiner else np.rint(z[0])
 
-            net.run((1, bh, bw, 3), fill, take)
+            q = net.run((1, bh, bw, 3), fill, take)
+            if refiner:
+                window = fill(np.empty((1, bh, bw, 3), np.float32))
+                q = _refine.refine(refiner, window, q, refine, net.info.refine_lambda)
+            q = q[r0 - rs:r1 - rs, c0 - cs:c1 - cs]
+            np.clip(q, -ZERO_INDEX, _MAX_INDEX - ZERO_INDEX, out=q)
+            q += ZERO_INDEX
+            out[:, r0:r1, c0:c1] = q.transpose(2, 0, 1)
     return out
 
 
@@ -261,13 +272,24 @@ def _check_pixels(a: np.ndarray, ndim_ok: Sequence[tuple[int, ...]], what: str) 
     container.Header(a.shape[1], a.shape[0], "RGB", 1, bytes(8))  # size limits -> ValueError
 
 
-def encode(rgb: np.ndarray, quality: str | int = "32c", *, tile: int | None = None
-           ) -> tuple[dict, list[bytes], list[int]]:
-    """(H, W, 3) RGB or (H, W) grey uint8 -> (header fields, channel streams, stream modes)."""
+def check_refine(refine) -> int:
+    """The refinement steps option: an int 0..MAX_REFINE (0: off); ValueError otherwise."""
+    if isinstance(refine, bool) or not isinstance(refine, (int, np.integer)) \
+            or not 0 <= refine <= MAX_REFINE:
+        raise ValueError(f"refine must be an integer 0..{MAX_REFINE} (refinement steps), "
+                         f"not {refine!r}")
+    return int(refine)
+
+
+def encode(rgb: np.ndarray, quality: str | int = "32c", *, tile: int | None = None,
+           refine: int = 0) -> tuple[dict, list[bytes], list[int]]:
+    """(H, W, 3) RGB or (H, W) grey uint8 -> (header fields, channel streams, stream modes).
+    refine: encoder-side refinement steps (refine.py; slower encoding, same decoder)."""
     _check_pixels(rgb, [(3, 3), (2, None)], "image")
     q = resolve_quality(quality)
+    refine = check_refine(refine)
     info = runtime.model_info(q)
-    lat = _analyse(runtime.network(q, "encoder"), rgb, tile)
+    lat = _analyse(runtime.network(q, "encoder"), rgb, tile, refine)
     streams, modes = _compress(lat)
     fields = {"width": rgb.shape[1], "height": rgb.shape[0], "model_id": info.model_id,
               "fingerprint": info.fingerprint}
@@ -301,7 +323,7 @@ _SHAPES = {"RGB": (3, 3), "L": (2, None), "RGBA": (3, 4), "LA": (3, 2)}
 
 def encode_image(pixels: np.ndarray, mode: str, quality: str | int = "32c", *,
                  icc: bytes | None = None, exif: bytes | None = None, xmp: bytes | None = None,
-                 tile: int | None = None) -> bytes:
+                 tile: int | None = None, refine: int = 0) -> bytes:
     """A whole .l3c file in memory (see the module docstring for ``mode`` and shapes)."""
     if mode not in _SHAPES:
         raise ValueError(f"unsupported mode {mode!r} (use RGB, L, RGBA or LA)")
@@ -310,7 +332,7 @@ def encode_image(pixels: np.ndarray, mode: str, quality: str | int = "32c", *,
     alpha = None
     if mode in container.ALPHA_MODES:
         alpha = zlib.compress(np.ascontiguousarray(pixels[..., -1]), 6)
-    fields, streams, modes = encode(colour, quality, tile=tile)
+    fields, streams, modes = encode(colour, quality, tile=tile, refine=refine)
     return container.pack(Header(mode=mode, **fields), streams, modes, icc=icc, exif=exif,
                           xmp=xmp, alpha=alpha)
 

@@ -5,7 +5,8 @@ Where the models are (first match wins)
     2. the installed package ``PIL_l3ic.tflite_models`` (setup.cfg maps it to ``tflite_models/``);
     3. ``<repository>/tflite_models`` (a source checkout).
 Each quality ``q`` in QUALITIES has ``l3ic_<q>.json`` naming ``l3ic_<q>_encoder.tflite`` and
-``l3ic_<q>_decoder.tflite`` (interfaces in docs/architecture.md).  A missing, unreadable or
+``l3ic_<q>_decoder.tflite`` and optionally ``l3ic_<q>_refiner.tflite`` (used only by the
+``refine`` save option; interfaces in docs/architecture.md).  A missing, unreadable or
 inconsistent file raises ``ModelError`` (an OSError) whose message names the file.
 
 Interpreter
@@ -30,6 +31,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
+
+import numpy as np
 
 QUALITIES = ("16c", "32c", "64c")
 MODEL_IDS = {"16c": 1, "32c": 2, "64c": 3}
@@ -58,6 +61,8 @@ class ModelInfo:
     decoder_path: Path
     json_path: Path
     train_steps: int
+    refiner_path: Path | None = None     # optional: encoder-side refinement (refine.py)
+    refine_lambda: float = 0.0
 
 
 _lock = threading.Lock()            # guards the caches below
@@ -123,7 +128,9 @@ def _load_info(directory: Path, q: str) -> ModelInfo:
             codebook_max=int(meta["codebook_max"]), latent_scale=float(meta["latent_scale"]),
             fingerprint=fingerprint, variant=str(meta.get("variant", "")),
             encoder_path=directory / meta["encoder"], decoder_path=directory / meta["decoder"],
-            json_path=path, train_steps=int(meta.get("train_steps", 0)))
+            json_path=path, train_steps=int(meta.get("train_steps", 0)),
+            refiner_path=directory / meta["refiner"] if meta.get("refiner") else None,
+            refine_lambda=float(meta.get("refine_lambda", 0.0)))
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise ModelError(f"invalid l3ic model description {path}: {type(e).__name__}: {e}") from None
     problems = []
@@ -210,7 +217,8 @@ class Network:
     def __init__(self, info: ModelInfo, kind: str):
         self.info = info
         self.kind = kind
-        self.path = info.encoder_path if kind == "encoder" else info.decoder_path
+        self.path = {"encoder": info.encoder_path, "decoder": info.decoder_path,
+                     "refiner": info.refiner_path}[kind]
         self._lock = threading.Lock()
         self._shape: tuple[int, ...] | None = None
         self.delegate: str | None = None
@@ -218,7 +226,7 @@ class Network:
 
     def _create(self):
         interpreter_cls, load_delegate = _backend()
-        if not self.path.is_file():
+        if self.path is None or not self.path.is_file():
             raise ModelError(f"l3ic model file not found: {self.path} "
                              f"(described by {self.info.json_path})")
         kwargs: dict[str, Any] = {"num_threads": num_threads()}
@@ -290,11 +298,51 @@ class Network:
                 del out
 
 
+class Refiner(Network):
+    """The refiner network (refine.py): inputs latent (1, h, w, C) and image (1, 8h, 8w, 3),
+    outputs dD/dlatent (1, h, w, C) and the distortion D (one value); called as a function on
+    (h, w, C) and (8h, 8w, 3) float32 arrays."""
+
+    def _check(self, it) -> None:
+        c = self.info.channels
+        ins = {int(d["shape_signature"][-1]): d["index"] for d in it.get_input_details()
+               if len(d["shape_signature"]) == 4 and d["dtype"].__name__ == "float32"}
+        outs = it.get_output_details()
+        grad = [d["index"] for d in outs if len(d["shape_signature"]) == 4
+                and int(d["shape_signature"][-1]) == c]
+        value = [d["index"] for d in outs if int(np.prod(d["shape_signature"])) == 1]
+        if sorted(ins) != sorted({c, 3}) or len(ins) != 2 or len(grad) != 1 or len(value) != 1:
+            raise ModelError(f"l3ic refiner file {self.path} does not match "
+                             f"{self.info.json_path.name}: expected inputs [1, h, w, {c}] and "
+                             f"[1, H, W, 3], outputs [1, h, w, {c}] and [1]")
+        self._latent_in, self._image_in = ins[c], ins[3]
+        self._grad_out, self._value_out = grad[0], value[0]
+
+    def __call__(self, latent, image):
+        with self._lock:
+            it = self._interpreter
+            shape = (latent.shape, image.shape)
+            if shape != self._shape:
+                self._shape = None
+                it.resize_tensor_input(self._latent_in, (1, *latent.shape))
+                it.resize_tensor_input(self._image_in, (1, *image.shape))
+                it.allocate_tensors()
+                self._shape = shape
+            it.set_tensor(self._latent_in, latent[None].astype(np.float32, copy=False))
+            it.set_tensor(self._image_in, image[None].astype(np.float32, copy=False))
+            it.invoke()
+            return it.get_tensor(self._grad_out)[0], float(it.get_tensor(self._value_out).ravel()[0])
+
+
 def network(quality: str | int, kind: str) -> Network:
-    """The encoder or decoder network of a model, created on first use and cached."""
-    if kind not in ("encoder", "decoder"):
-        raise ValueError(f"kind must be 'encoder' or 'decoder', not {kind!r}")
+    """The encoder, decoder or refiner network of a model, created on first use and cached;
+    ModelError for a refiner the model does not have."""
+    if kind not in ("encoder", "decoder", "refiner"):
+        raise ValueError(f"kind must be 'encoder', 'decoder' or 'refiner', not {kind!r}")
     info = model_info(quality)
+    if kind == "refiner" and info.refiner_path is None:
+        raise ModelError(f"l3ic model {info.quality} has no refiner ({info.json_path.name} "
+                         "names none; training.export writes one)")
     key = (str(info.json_path), info.quality, kind)
     with _lock:
         net = _networks.get(key)
@@ -304,7 +352,7 @@ def network(quality: str | int, kind: str) -> Network:
         with _lock:
             net = _networks.get(key)
         if net is None:
-            net = Network(info, kind)
+            net = (Refiner if kind == "refiner" else Network)(info, kind)
             with _lock:
                 _networks[key] = net
     return net

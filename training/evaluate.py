@@ -1,12 +1,13 @@
 """Evaluate the shipped models with the real codec (real bytes) on Kodak and write docs/results.md.
 
-    python -m training.evaluate [--qualities 16c 32c 64c] [--out docs/results.md]
+    python -m training.evaluate [--qualities 16c 32c 64c] [--out docs/results.md] [--refine N]
 
 Kodak (../shared/data/kodak) is for reporting only: nothing here feeds back into training.
 For each model: mean bpp (file bytes * 8 / pixels), PSNR, SSIM and MS-SSIM (averaged over R, G, B)
 on the full 768x512 images and on their central 512x512 crops, next to the original l3ic's operating
 points (the targets of the training issue) and JPEG measured in the same run at similar rates.
-Uses only the public API: Pillow with `import PIL_l3ic`, and PIL_l3ic.metrics.
+--refine N adds rows for the crops saved with ``refine=N`` (encoder-side refinement, the same
+models and decoder; slow: N refiner runs per image).  Uses only the public API: Pillow with `import PIL_l3ic`, and PIL_l3ic.metrics.
 """
 import argparse
 import datetime
@@ -50,6 +51,8 @@ def main(argv=None):
     p.add_argument("--kodak", default=KODAK)
     p.add_argument("--out", default="docs/results.md")
     p.add_argument("--json", default="docs/results.json")
+    p.add_argument("--refine", type=int, default=0, metavar="N",
+                   help="also measure the crops with the save option refine=N")
     args = p.parse_args(argv)
     paths = sorted(glob.glob(os.path.join(args.kodak, "*.png")))
     full = [Image.open(f).convert("RGB") for f in paths]
@@ -62,6 +65,11 @@ def main(argv=None):
         for name, images in sets.items():
             results[f"l3ic {q} {name}"] = measure(images, {"format": "L3IC", "quality": q})
             print(q, name, results[f"l3ic {q} {name}"], flush=True)
+        if args.refine:
+            key = f"l3ic {q} crop512-refine{args.refine}"
+            results[key] = measure(sets["crop512"], {"format": "L3IC", "quality": q,
+                                                     "refine": args.refine})
+            print(key, results[key], flush=True)
     for jq in JPEG_QUALITIES:
         results[f"jpeg q{jq} crop512"] = measure(sets["crop512"], {"format": "JPEG", "quality": jq,
                                                                      "optimize": True})
@@ -87,9 +95,14 @@ def write_markdown(out, results, models, n_images):
             continue
         _, q, name = key.split()
         m = models[q]
-        target = "≤ {} / ≥ {} / ≥ {}".format(*TARGETS[q]) if name == "crop512" else ""
+        target = "≤ {} / ≥ {} / ≥ {}".format(*TARGETS[q]) if name.startswith("crop512") else ""
+        name = name.replace("-refine", ", refine=")
         lines.append(f"| {q} | {m['train_steps']} steps, {m['variant']} | {name} | {r['bpp']:.3f} | "
                      f"{r['psnr']:.2f} | {r['ssim']:.4f} | {r['ms_ssim']:.4f} | {target} |")
+    if any("refine" in k for k in results):
+        lines += ["", "Rows with `refine=N`: saved with that many steps of encoder-side latent "
+                  "refinement (the save option, docs/refine.md); same models, same decoder, "
+                  "ordinary files.  Rows without: the default encoder."]
     lines += ["", "JPEG (Pillow, libjpeg-turbo, 4:2:0, optimised Huffman) on the same crops, same run:", "",
               "| codec | bpp | PSNR dB | SSIM | MS-SSIM |", "|---|---|---|---|---|"]
     for key, r in results.items():
