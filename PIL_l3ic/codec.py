@@ -64,6 +64,9 @@ DEFAULT_TILE = 1024   # pixels per tile core side (a multiple of 8)
 WHOLE_IMAGE_PIXELS = 2_300_000
 ZERO_INDEX = 15       # index of the codebook value 0
 MAX_REFINE = 1000     # refinement steps (refine.py) accepted by encode
+# Refinement runs on tiles of at most this many pixels: the refiner keeps every activation for
+# its backward pass (a 1920x1080 window took 2.4 GB), a 512 px tile about 0.4 GB.
+REFINE_TILE = 512
 _MAX_INDEX = 31
 _QUALITY_NAMES = {"low": "16c", "medium": "32c", "high": "64c"}
 
@@ -124,7 +127,7 @@ def _analyse(net, img: np.ndarray, tile: int | None = None, refine: int = 0) -> 
     refine > 0 runs that many refinement steps on each window's latent (refine.py)."""
     H, W = img.shape[:2]
     h, w = -(-H // 8), -(-W // 8)
-    t = _tile_cells(tile, h, w)
+    t = _tile_cells(REFINE_TILE if refine and tile is None else tile, h, w)
     C = net.info.channels
     out = np.empty((C, h, w), np.uint8)
     rows, wh = _spans(h, t)
@@ -155,7 +158,8 @@ def _analyse(net, img: np.ndarray, tile: int | None = None, refine: int = 0) -> 
             q = net.run((1, bh, bw, 3), fill, take)
             if refiner:
                 window = fill(np.empty((1, bh, bw, 3), np.float32))
-                q = _refine.refine(refiner, window, q, refine, net.info.refine_lambda)
+                q = _refine.refine(refiner, window, q, refine, net.info.refine_lambda,
+                                   net.info.refine_lr)
             q = q[r0 - rs:r1 - rs, c0 - cs:c1 - cs]
             np.clip(q, -ZERO_INDEX, _MAX_INDEX - ZERO_INDEX, out=q)
             q += ZERO_INDEX

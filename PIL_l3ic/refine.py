@@ -28,7 +28,6 @@ CODEBOOK_MIN, CODEBOOK_MAX = -15, 16
 _SYMBOLS = CODEBOOK_MAX - CODEBOOK_MIN + 1
 MIN_SIZE = 176                # pixels: windows below this are not refined (the refiner's
                               # MS-SSIM term needs 11 px at the coarsest of its 5 scales)
-LEARNING_RATE = 0.05          # in latent units; measured on validation crops (docs/refine.md)
 _BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-7   # Adam, as in training (Keras defaults)
 
 
@@ -84,12 +83,12 @@ def rate_gradient(z: np.ndarray, ctx: np.ndarray) -> np.ndarray:
 
 
 def refine(refiner, image: np.ndarray, z: np.ndarray, iterations: int, lam: float,
-           lr: float | None = None) -> np.ndarray:
+           lr: float = 0.05) -> np.ndarray:
     """The refined, rounded latent (h, w, C float32 codebook values) of one window.
 
     refiner: callable (latent (h, w, C), image) -> (dD/dlatent (h, w, C), D);
-    image: (8h, 8w, 3) float32 pixels 0..255; z: the encoder's float latent (h, w, C)."""
-    lr = LEARNING_RATE if lr is None else lr
+    image: (8h, 8w, 3) float32 pixels 0..255; z: the encoder's float latent (h, w, C);
+    lam: bits weight (per bpp); lr: Adam step size in latent units (the model's refine_lr)."""
     pixels = float(image.shape[0] * image.shape[1])
     z = np.array(z, np.float32)                  # our own copy: it is updated in place
     m, v = np.zeros_like(z), np.zeros_like(z)

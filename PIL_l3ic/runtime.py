@@ -63,6 +63,7 @@ class ModelInfo:
     train_steps: int
     refiner_path: Path | None = None     # optional: encoder-side refinement (refine.py)
     refine_lambda: float = 0.0
+    refine_lr: float = 0.05
 
 
 _lock = threading.Lock()            # guards the caches below
@@ -130,7 +131,8 @@ def _load_info(directory: Path, q: str) -> ModelInfo:
             encoder_path=directory / meta["encoder"], decoder_path=directory / meta["decoder"],
             json_path=path, train_steps=int(meta.get("train_steps", 0)),
             refiner_path=directory / meta["refiner"] if meta.get("refiner") else None,
-            refine_lambda=float(meta.get("refine_lambda", 0.0)))
+            refine_lambda=float(meta.get("refine_lambda", 0.0)),
+            refine_lr=float(meta.get("refine_lr", 0.05)))
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise ModelError(f"invalid l3ic model description {path}: {type(e).__name__}: {e}") from None
     problems = []

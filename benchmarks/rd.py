@@ -132,6 +132,9 @@ def build_codecs(threads: int = 1) -> tuple[dict[str, Codec], dict[str, str]]:
                   for q in runtime.QUALITIES}
         info["l3ic"] = lib = f"PIL_l3ic {PIL_l3ic.__version__} (models {models})"
         c["l3ic"] = Codec("l3ic", "L3IC", ["16c", "32c", "64c"], lambda q: dict(quality=q), lib)
+        c["l3ic-r30"] = Codec("l3ic-r30", "L3IC", ["16c", "32c", "64c"],
+                              lambda q: dict(quality=q, refine=30),
+                              f"{lib}, save option refine=30 (docs/refine.md)")
     except Exception as e:
         info["l3ic"] = f"unavailable ({type(e).__name__}: {e})"
     Image.init()
@@ -209,7 +212,8 @@ def markdown(summary, bds, codecs, args, n_images, png: str) -> str:
          "| points anchor/test |", "|---|---|---|---|---|---|"]
     L += [f"| {b['codec']} | {f(b['bd_psnr'])} | {b['psnr_range']} | {f(b['bd_msssim'])} | "
           f"{b['msssim_range']} | {b['psnr_pts']} |" for b in bds]
-    L += ["\nL3IC has only 3 points, so its BD-rates cover only its own quality range.\n",
+    L += ["\nL3IC has only 3 points, so its BD-rates cover only its own quality range; l3ic-r30 "
+          "is the same models saved with `refine=30` (docs/refine.md).\n",
           "## Codecs\n"] + [f"- **{n}**: {c.desc}" for n, c in codecs.items()]
     L += ["\n## Mean over images\n", "| codec | quality | bpp | PSNR dB | MS-SSIM | MS-SSIM dB "
           "| enc ms | dec ms |", "|---|---|---|---|---|---|---|---|"]
@@ -231,8 +235,8 @@ def plot(path: Path, summary, names, max_bpp: float) -> None:
                    key=lambda r: r["bpp"])
         for ax, (k, _) in zip(axes, keys):
             ax.plot([r["bpp"] for r in s], [r[k] for r in s], marker="o", ms=4,
-                    lw=2.4 if name == "l3ic" else 1.2, label=name)
-            if name == "l3ic":
+                    lw=2.4 if name.startswith("l3ic") else 1.2, label=name)
+            if name.startswith("l3ic"):
                 for r in s:
                     ax.annotate(r["quality"], (r["bpp"], r[k]), fontsize=8)
     for ax, (k, label) in zip(axes, keys):
@@ -263,7 +267,7 @@ def _merged_rows(path: str, codecs: dict, images: list) -> list[dict]:
         r["bytes"] = int(r["bytes"])
         for k in ("bpp", "psnr", "msssim", "enc_ms", "dec_ms"):
             r[k] = float(r[k])
-        if r["codec"] != "l3ic":
+        if not r["codec"].startswith("l3ic"):
             r["quality"] = float(r["quality"]) if "." in r["quality"] else int(r["quality"])
         if r["codec"] not in codecs:
             c = all_codecs[r["codec"]]
@@ -306,7 +310,7 @@ def main(argv=None) -> int:
     codecs = {n: codecs[n] for n in names}
     for spec in args.qualities:
         n, _, qs = spec.partition("=")
-        codecs[n].qualities = [s if n == "l3ic" else (float(s) if "." in s else int(s))
+        codecs[n].qualities = [s if n.startswith("l3ic") else (float(s) if "." in s else int(s))
                                for s in qs.split(",")]
     src = Path(args.images)
     images = sorted(src.glob("*.png")) if src.is_dir() else [src]

@@ -205,7 +205,8 @@ def _write_json(path, info):
 
 def write_refiner(quality, decoder, meta, out_dir, info):
     """Write l3ic_<q>_refiner.tflite and add its keys to info: the file, the rate weight (the
-    training lambda, per bpp with MSE on [0,1], times REFINE_LAMBDA_GAIN) and the SSIM / MS-SSIM
+    training lambda, per bpp with MSE on [0,1], times REFINE_LAMBDA_GAIN), the Adam step size and
+    the SSIM / MS-SSIM
     weights of the distortion it differentiates."""
     from training import refiner
 
@@ -213,6 +214,7 @@ def write_refiner(quality, decoder, meta, out_dir, info):
     blob = refiner.convert_refiner(decoder, int(quality[:-1]), ssim_w, ms_ssim_w, REFINER_VARIANT)
     info.update(refiner=f"l3ic_{quality}_refiner.tflite",
                 refine_lambda=float(meta["lmbda"]) * refiner.REFINE_LAMBDA_GAIN,
+                refine_lr=refiner.REFINE_LR[quality],
                 refine_ssim_weight=ssim_w, refine_ms_ssim_weight=ms_ssim_w)
     with open(os.path.join(out_dir, info["refiner"]), "wb") as f:
         f.write(blob)

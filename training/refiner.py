@@ -34,6 +34,10 @@ MS_SSIM_MIN_SIZE = 176        # 11-pixel window at the coarsest of 5 scales
 # 30 steps raised the bytes by 0.8-1.6 % (16c) and 0.2 % (64c) on validation crops; x1.5 keeps
 # them level (-0.3 %, -0.1 %) for about the same quality gain (docs/refine.md).
 REFINE_LAMBDA_GAIN = 1.5
+# Adam step size (latent units, cosine to 0) per model, from 30-step runs on validation crops:
+# 64c gained +0.0048 / +0.0064 / +0.0074 SSIM at 0.05 / 0.1 / 0.2, 16c lost MS-SSIM above 0.05
+# (+0.0018 / +0.0012 / +0.0006 at equal SSIM gains); docs/refine.md.
+REFINE_LR = {"16c": 0.05, "32c": 0.1, "64c": 0.2}
 REFINE_WEIGHTS = {"16c": (0.15, 0.06), "32c": (0.06, 0.03), "64c": (0.18, 0.08)}  # (ssim, ms_ssim)
 _C1, _C2, _FLOOR, _PAD = 0.01 ** 2, 0.03 ** 2, 0.01, 10
 _G = np.exp(-((np.arange(11) - 5) ** 2) / (2 * 1.5 ** 2))
