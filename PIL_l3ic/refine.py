@@ -52,11 +52,13 @@ def _flat_index(ctx: np.ndarray, sym: np.ndarray) -> np.ndarray:
     return (np.arange(C) * 3 + ctx) * _SYMBOLS + sym
 
 
-def context_bits(q: np.ndarray) -> float:
+def context_bits(q: np.ndarray, ctx: np.ndarray | None = None) -> float:
     """Ideal bits of the context coder for an integer-valued latent q (h, w, C): the sum over
-    channels and contexts of the order-0 entropy of the symbols (table costs left out)."""
+    channels and contexts of the order-0 entropy of the symbols (table costs left out).
+    ctx: contexts(q), when already computed."""
     C = q.shape[-1]
-    n = np.bincount(_flat_index(contexts(q), (q - CODEBOOK_MIN).astype(np.int64)).ravel(),
+    ctx = contexts(q) if ctx is None else ctx
+    n = np.bincount(_flat_index(ctx, (q - CODEBOOK_MIN).astype(np.int64)).ravel(),
                     minlength=C * 3 * _SYMBOLS).reshape(C * 3, _SYMBOLS).astype(np.float64)
     total = n.sum(axis=1, keepdims=True)
     nz = n > 0
@@ -96,13 +98,14 @@ def refine(refiner, image: np.ndarray, z: np.ndarray, iterations: int, lam: floa
     for i in range(iterations + 1):
         q = np.clip(np.rint(z), CODEBOOK_MIN, CODEBOOK_MAX)
         grad_d, distortion = refiner(q, image)
-        loss = float(distortion) + lam * context_bits(q) / pixels
+        ctx = contexts(q)
+        loss = float(distortion) + lam * context_bits(q, ctx) / pixels
         if loss < best_loss:
             best_loss, best = loss, q
         if i == iterations:
             break
         g = grad_d * ((z >= CODEBOOK_MIN) & (z <= CODEBOOK_MAX))   # the clip's gradient
-        g += (lam / pixels) * rate_gradient(z, contexts(q))
+        g += (lam / pixels) * rate_gradient(z, ctx)
         m = _BETA1 * m + (1 - _BETA1) * g
         v = _BETA2 * v + (1 - _BETA2) * g * g
         step = lr * 0.5 * (1 + math.cos(math.pi * i / iterations))
