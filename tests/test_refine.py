@@ -203,3 +203,17 @@ def test_refinement_buys_quality_at_no_more_bytes():
     (b0, s0, m0, p0), (b1, s1, m1, p1) = out[0], out[8]
     assert b1 <= b0 * 1.01
     assert s1 >= s0 + 0.002 and m1 >= m0 and p1 >= p0
+
+
+def test_refine_keeps_modes_and_alpha():
+    rng = np.random.default_rng(6)
+    grey = Image.fromarray(rng.integers(0, 256, (184, 200), np.uint8), "L")
+    rgba = Image.fromarray(rng.integers(0, 256, (184, 200, 4), np.uint8), "RGBA")
+    for im in (grey, rgba):
+        buf = io.BytesIO()
+        im.save(buf, format="L3IC", quality="32c", refine=2)
+        with Image.open(io.BytesIO(buf.getvalue())) as back:
+            assert (back.mode, back.size) == (im.mode, im.size)
+            back.load()
+            if im.mode == "RGBA":       # alpha is lossless, refinement or not
+                assert back.getchannel("A").tobytes() == im.getchannel("A").tobytes()
