@@ -126,24 +126,30 @@ def test_refine_option_is_checked(bad):
         Image.new("RGB", (16, 16)).save(io.BytesIO(), format="L3IC", refine=bad)
 
 
-def test_a_model_without_refiner_refuses_refine(tmp_path, monkeypatch):
+@pytest.fixture
+def edited_16c(tmp_path, monkeypatch):
+    """A copy of the 16c model files whose JSON the test edits: edit(fn) applies fn to it."""
     import json
     import shutil
-    src = runtime.model_dir()
-    for f in src.glob("l3ic_16c*"):
+    for f in runtime.model_dir().glob("l3ic_16c*"):
         shutil.copy(f, tmp_path)
-    meta = json.loads((tmp_path / "l3ic_16c.json").read_text())
-    meta.pop("refiner", None)
-    (tmp_path / "l3ic_16c.json").write_text(json.dumps(meta))
+    path = tmp_path / "l3ic_16c.json"
     monkeypatch.setenv(runtime.ENV_MODEL_DIR, str(tmp_path))
-    runtime.reset()
-    try:
-        with pytest.raises(runtime.ModelError, match="has no refiner"):
-            Image.new("RGB", (192, 192)).save(io.BytesIO(), format="L3IC", quality="16c",
-                                              refine=2)
-        Image.new("RGB", (192, 192)).save(io.BytesIO(), format="L3IC", quality="16c", refine=0)
-    finally:
+
+    def edit(fn):
+        meta = json.loads(path.read_text())
+        fn(meta)
+        path.write_text(json.dumps(meta))
         runtime.reset()
+    yield edit
+    runtime.reset()
+
+
+def test_a_model_without_refiner_refuses_refine(edited_16c):
+    edited_16c(lambda meta: meta.pop("refiner", None))
+    with pytest.raises(runtime.ModelError, match="has no refiner"):
+        Image.new("RGB", (192, 192)).save(io.BytesIO(), format="L3IC", quality="16c", refine=2)
+    Image.new("RGB", (192, 192)).save(io.BytesIO(), format="L3IC", quality="16c", refine=0)
 
 
 @pytest.mark.parametrize("bad", ["-1", "1001", "2.5", "many"])
@@ -156,22 +162,11 @@ def test_cli_refine_option_is_checked(bad, capsys):
     assert cli.build_parser().parse_args(["encode", "x", "--refine", "30"]).refine == 30
 
 
-def test_refiner_file_must_have_the_refiner_interface(tmp_path, monkeypatch):
-    import json
-    import shutil
-    for f in runtime.model_dir().glob("l3ic_16c*"):
-        shutil.copy(f, tmp_path)
-    meta = json.loads((tmp_path / "l3ic_16c.json").read_text())
-    meta["refiner"] = meta["decoder"]          # one input, one output: not a refiner
-    (tmp_path / "l3ic_16c.json").write_text(json.dumps(meta))
-    monkeypatch.setenv(runtime.ENV_MODEL_DIR, str(tmp_path))
-    runtime.reset()
-    try:
-        with pytest.raises(runtime.ModelError, match="refiner file .* does not match"):
-            Image.new("RGB", (192, 192)).save(io.BytesIO(), format="L3IC", quality="16c",
-                                              refine=1)
-    finally:
-        runtime.reset()
+def test_refiner_file_must_have_the_refiner_interface(edited_16c):
+    # the decoder has one input and one output: not a refiner
+    edited_16c(lambda meta: meta.update(refiner=meta["decoder"]))
+    with pytest.raises(runtime.ModelError, match="refiner file .* does not match"):
+        Image.new("RGB", (192, 192)).save(io.BytesIO(), format="L3IC", quality="16c", refine=1)
 
 
 def test_small_images_are_not_refined():
