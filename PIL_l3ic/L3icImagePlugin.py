@@ -18,9 +18,9 @@ Save options
                   Pillow's JPEG/PNG/WebP plugins).
     xmp           bytes or str (UTF-8), likewise only when given.
     refine        int 0..1000, default 0: encoder-side refinement steps (``refine.py``): each
-                  step runs the model's refiner network (about three decoder runs), so encoding
-                  is slower; decoding and the file format are unchanged.  ~30 steps close most
-                  of the gain (docs/refine.md).
+                  step runs the model's refiner network (about 0.2 s at 512x512 on 2 cores), so
+                  encoding is slower; decoding and the file format are unchanged.  ~30 steps
+                  close most of the gain (docs/refine.md).
 Invalid values raise ValueError.  Image modes are stored as:
     RGB, L, RGBA, LA   as they are
     P                  RGBA if it has transparency, else RGB;  PA -> RGBA

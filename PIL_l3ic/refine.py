@@ -16,7 +16,7 @@ with a straight-through gradient through the rounding:
 The step size follows a cosine from ``lr`` to 0, and the iterate with the lowest exact loss
 (the real distortion of the rounded latent plus its ideal context-coded bits) is kept, so the
 result is never worse than the encoder's own latent by that measure.  Decoding is unchanged:
-refined files are ordinary files.  Cost: one refiner run (about three decoder runs) per step.
+refined files are ordinary files.  Cost: one refiner run per step (about 0.2 s at 512x512 on 2 cores, docs/refine.md).
 """
 from __future__ import annotations
 

@@ -222,7 +222,7 @@ class Network:
         self.path = {"encoder": info.encoder_path, "decoder": info.decoder_path,
                      "refiner": info.refiner_path}[kind]
         self._lock = threading.Lock()
-        self._shape: tuple[int, ...] | None = None
+        self._shape: tuple | None = None    # the input shapes the tensors are allocated for
         self.delegate: str | None = None
         self._interpreter = self._create()
 
@@ -276,6 +276,17 @@ class Network:
             raise ModelError(f"l3ic model file {self.path} does not match "
                              f"{self.info.json_path.name}: {'; '.join(problems)}")
 
+    def _resize(self, shapes: dict[int, tuple[int, ...]]) -> None:
+        """Resize the inputs {tensor index: shape} and re-allocate, only when the shapes differ
+        from the last call's (call with self._lock held)."""
+        key = tuple(sorted(shapes.items()))
+        if key != self._shape:
+            self._shape = None              # a failed resize must not look current
+            for index, shape in shapes.items():
+                self._interpreter.resize_tensor_input(index, shape)
+            self._interpreter.allocate_tensors()
+            self._shape = key
+
     def run(self, shape: tuple[int, ...], fill: Callable[[Any], None],
             take: Callable[[Any], Any]) -> Any:
         """Run once on an input of ``shape`` (1, H, W, C_in): ``fill(buffer)`` writes the input
@@ -284,11 +295,7 @@ class Network:
         shape = tuple(int(s) for s in shape)
         with self._lock:
             it = self._interpreter
-            if shape != self._shape:
-                self._shape = None
-                it.resize_tensor_input(self._in, shape)
-                it.allocate_tensors()
-                self._shape = shape
+            self._resize({self._in: shape})
             buf = it.tensor(self._in)()
             fill(buf)
             del buf   # the interpreter refuses to run while views of its tensors exist
@@ -323,13 +330,7 @@ class Refiner(Network):
     def __call__(self, latent, image):
         with self._lock:
             it = self._interpreter
-            shape = (latent.shape, image.shape)
-            if shape != self._shape:
-                self._shape = None
-                it.resize_tensor_input(self._latent_in, (1, *latent.shape))
-                it.resize_tensor_input(self._image_in, (1, *image.shape))
-                it.allocate_tensors()
-                self._shape = shape
+            self._resize({self._latent_in: (1, *latent.shape), self._image_in: (1, *image.shape)})
             it.set_tensor(self._latent_in, latent[None].astype(np.float32, copy=False))
             it.set_tensor(self._image_in, image[None].astype(np.float32, copy=False))
             it.invoke()

@@ -7,7 +7,8 @@ For each model: mean bpp (file bytes * 8 / pixels), PSNR, SSIM and MS-SSIM (aver
 on the full 768x512 images and on their central 512x512 crops, next to the original l3ic's operating
 points (the targets of the training issue) and JPEG measured in the same run at similar rates.
 --refine N adds rows for the crops saved with ``refine=N`` (encoder-side refinement, the same
-models and decoder; slow: N refiner runs per image).  Uses only the public API: Pillow with `import PIL_l3ic`, and PIL_l3ic.metrics.
+models and decoder; slow: N refiner runs per image).  Uses only the public API: Pillow with
+`import PIL_l3ic`, and PIL_l3ic.metrics.
 """
 import argparse
 import datetime

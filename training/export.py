@@ -177,7 +177,7 @@ def export(quality, variant="auto", source=None, out_dir=OUT_DIR):
             print(f"{quality} {v:19s} psnr {r['psnr']:.3f} ms-ssim {r['ms_ssim']:.5f} "
                   f"bpp~ {r['bpp_estimate']:.3f} net {r['network_seconds']:.2f}s", flush=True)
     enc, dec = pairs[variant]
-    fp = weights.fingerprint({**arrays, "variant": np.frombuffer(variant.encode(), np.uint8)})
+    fp = _fingerprint(arrays, variant)
     names = {"encoder": f"l3ic_{quality}_encoder.tflite", "decoder": f"l3ic_{quality}_decoder.tflite"}
     os.makedirs(out_dir, exist_ok=True)
     for key, blob in (("encoder", enc), ("decoder", dec)):
@@ -197,6 +197,11 @@ def export(quality, variant="auto", source=None, out_dir=OUT_DIR):
     return info
 
 
+def _fingerprint(arrays, variant):
+    """The fingerprint files record: the trained weights and the exported variant."""
+    return weights.fingerprint({**arrays, "variant": np.frombuffer(variant.encode(), np.uint8)})
+
+
 def _write_json(path, info):
     with open(path, "w") as f:
         json.dump(info, f, indent=2)
@@ -206,8 +211,7 @@ def _write_json(path, info):
 def write_refiner(quality, decoder, meta, out_dir, info):
     """Write l3ic_<q>_refiner.tflite and add its keys to info: the file, the rate weight (the
     training lambda, per bpp with MSE on [0,1], times REFINE_LAMBDA_GAIN), the Adam step size and
-    the SSIM / MS-SSIM
-    weights of the distortion it differentiates."""
+    the SSIM / MS-SSIM weights of the distortion it differentiates."""
     from training import refiner
 
     ssim_w, ms_ssim_w = refiner.REFINE_WEIGHTS[quality]
@@ -227,8 +231,7 @@ def export_refiner(quality, source=None, out_dir=OUT_DIR):
     path = os.path.join(out_dir, f"l3ic_{quality}.json")
     with open(path) as f:
         info = json.load(f)
-    variant = np.frombuffer(info["variant"].encode(), np.uint8)
-    if weights.fingerprint({**arrays, "variant": variant}) != info["fingerprint"]:
+    if _fingerprint(arrays, info["variant"]) != info["fingerprint"]:
         raise SystemExit(f"{path}: fingerprint does not match the weights; export them first")
     write_refiner(quality, decoder, meta, out_dir, info)
     _write_json(path, info)
