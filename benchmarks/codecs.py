@@ -125,7 +125,8 @@ def main(argv=None) -> int:
     codecs, info = build_codecs(args.threads)
     if "l3ic" not in codecs:
         sys.exit(f"L3IC is not available: {info.get('l3ic')}")
-    names = [n for n in codecs if n != "l3ic"] if args.codecs == "default" else \
+    # the classical codecs (rd.py's table also lists L3IC variants such as l3ic-r30)
+    names = [n for n in codecs if n in RANGES] if args.codecs == "default" else \
         [n for n in args.codecs.split(",") if n != "l3ic"]
     if missing := [n for n in names if n not in codecs or n not in RANGES]:
         sys.exit(f"not available here: {missing}; {info}")
