@@ -117,6 +117,33 @@ def test_model_shapes_and_identity_residuals():
     assert not np.any(enc.get_layer("enc_res0_conv2").kernel.numpy())  # branch starts at zero
 
 
+def test_bfloat16_model_shares_weights_and_keeps_latent_layers_float32():
+    """--precision bfloat16: same weight names and shapes (checkpoints and exports unchanged),
+    float32 variables, the latent-touching and output layers computed in float32, and outputs
+    within bfloat16 precision of the float32 model with the same weights."""
+    enc, dec = model.build_encoder(16), model.build_decoder(16)
+    benc, bdec = model.build_encoder(16, bfloat16=True), model.build_decoder(16, bfloat16=True)
+    rng = np.random.default_rng(3)
+    for m in (enc, dec):   # non-zero residual branches, so the bfloat16 layers matter
+        for v in m.trainable_variables:
+            v.assign(rng.normal(0, 0.05, v.shape).astype(np.float32))
+    arrays = weights.model_arrays(enc, dec)
+    assert weights.assign_model_arrays(benc, bdec, arrays) == len(arrays)
+    assert weights.fingerprint(weights.model_arrays(benc, bdec)) == weights.fingerprint(arrays)
+    assert all(v.dtype == "float32" for v in benc.trainable_variables + bdec.trainable_variables)
+    assert benc.get_layer("enc_res0_conv1").compute_dtype == "bfloat16"
+    assert bdec.get_layer("dec_conv2").compute_dtype == "bfloat16"
+    for m, name in ((benc, "enc_latent"), (benc, "latent_scale"), (bdec, "dec_latent"),
+                    (bdec, "dec_conv3")):
+        assert m.get_layer(name).compute_dtype == "float32", name
+    x = rng.random((1, 32, 48, 3)).astype(np.float32)
+    z, bz = enc(x).numpy(), benc(x).numpy()
+    assert bz.dtype == np.float32
+    assert 0 < np.abs(bz - z).max() <= 0.02 * np.abs(z).max()
+    y, by = dec(np.round(z)).numpy(), bdec(np.round(z)).numpy()
+    assert by.dtype == np.float32 and np.abs(by - y).max() <= 0.02
+
+
 def test_weights_warm_start_skips_latent_layers_and_fingerprint_is_stable():
     e32, d32 = model.build_encoder(32), model.build_decoder(32)
     arrays = weights.model_arrays(e32, d32)

@@ -8,6 +8,12 @@ Decoder: latent / scale -> Conv512 k3 -> depth-to-space 2 -> 3 residual blocks
 Training-speed choices (see docs/training.md): the second conv of every residual branch starts at
 zero, so each block starts as the identity and the network trains like a shallow one first; the
 output conv starts small, so the first images are mid-grey rather than clipped noise.
+
+``bfloat16=True`` (train.py --precision bfloat16) computes the wide layers (every conv with 64 or
+more outputs, its activation and the residual adds) in bfloat16 with float32 weights (Keras'
+"mixed_bfloat16"): ~3x faster training on CPUs with AMX (docs/training.md). The layers that make
+or read the latent, and the output conv, stay float32, so rounding to the codebook sees the same
+precision as the float32 inference networks.
 """
 import keras
 import numpy as np
@@ -42,45 +48,52 @@ class DepthToSpace(layers.Layer):
         return tf.nn.depth_to_space(x, 2)
 
 
-def _conv(filters, kernel, name, stride=1, zero=False, small=False):
+def _conv(filters, kernel, name, stride=1, zero=False, small=False, dtype=None):
     init = "zeros" if zero else keras.initializers.HeNormal()
     if small:  # output layer: start near mid-grey so the final clip does not block gradients
         init = keras.initializers.VarianceScaling(0.01, "fan_in", "truncated_normal")
     return layers.Conv2D(filters, kernel, strides=stride, padding="same", name=name,
-                         kernel_initializer=init)
+                         kernel_initializer=init, dtype=dtype)
 
 
-def _residual_block(x, name, zero_init):
-    y = _conv(128, 3, f"{name}_conv1")(x)
-    y = layers.LeakyReLU(LEAK)(y)
-    y = _conv(128, 3, f"{name}_conv2", zero=zero_init)(y)
-    return layers.Add(name=f"{name}_add")([x, y])
+def _wide(bfloat16: bool):
+    """The dtype policy of the wide layers (None: the global policy, float32)."""
+    return "mixed_bfloat16" if bfloat16 else None
 
 
-def build_encoder(channels: int, zero_init: bool = True) -> keras.Model:
+def _residual_block(x, name, zero_init, dtype=None):
+    y = _conv(128, 3, f"{name}_conv1", dtype=dtype)(x)
+    y = layers.LeakyReLU(LEAK, dtype=dtype)(y)
+    y = _conv(128, 3, f"{name}_conv2", zero=zero_init, dtype=dtype)(y)
+    return layers.Add(name=f"{name}_add", dtype=dtype)([x, y])
+
+
+def build_encoder(channels: int, zero_init: bool = True, bfloat16: bool = False) -> keras.Model:
+    wide = _wide(bfloat16)
     x_in = keras.Input((None, None, 3), name="image")
     x = layers.Rescaling(2.0, offset=-1.0)(x_in)
-    x = _conv(64, 5, "enc_conv1", stride=2)(x)
-    x = layers.LeakyReLU(LEAK)(x)
-    x = _conv(128, 5, "enc_conv2", stride=2)(x)
+    x = _conv(64, 5, "enc_conv1", stride=2, dtype=wide)(x)
+    x = layers.LeakyReLU(LEAK, dtype=wide)(x)
+    x = _conv(128, 5, "enc_conv2", stride=2, dtype=wide)(x)
     for i in range(3):
-        x = _residual_block(x, f"enc_res{i}", zero_init)
-    x = _conv(channels, 5, "enc_latent", stride=2)(x)  # touches the latent: not warm-started
+        x = _residual_block(x, f"enc_res{i}", zero_init, wide)
+    x = _conv(channels, 5, "enc_latent", stride=2, dtype="float32")(x)  # not warm-started
     z = Scale(INITIAL_LATENT_SCALE, name="latent_scale")(x)
     return keras.Model(x_in, z, name=f"encoder{channels}")
 
 
-def build_decoder(channels: int, zero_init: bool = True) -> keras.Model:
+def build_decoder(channels: int, zero_init: bool = True, bfloat16: bool = False) -> keras.Model:
+    wide = _wide(bfloat16)
     z_in = keras.Input((None, None, channels), name="latent")
     x = Scale(1.0 / INITIAL_LATENT_SCALE, name="inverse_scale")(z_in)
-    x = _conv(512, 3, "dec_latent")(x)  # touches the latent: not warm-started
+    x = _conv(512, 3, "dec_latent")(x)  # touches the latent: not warm-started; float32
     x = DepthToSpace()(x)
     for i in range(3):
-        x = _residual_block(x, f"dec_res{i}", zero_init)
-    x = _conv(256, 3, "dec_conv2")(x)
-    x = layers.LeakyReLU(LEAK)(x)
-    x = DepthToSpace()(x)
-    x = _conv(12, 3, "dec_conv3", small=zero_init)(x)
+        x = _residual_block(x, f"dec_res{i}", zero_init, wide)
+    x = _conv(256, 3, "dec_conv2", dtype=wide)(x)
+    x = layers.LeakyReLU(LEAK, dtype=wide)(x)
+    x = DepthToSpace(dtype=wide)(x)
+    x = _conv(12, 3, "dec_conv3", small=zero_init, dtype="float32")(x)
     x = DepthToSpace()(x)
     y = layers.Lambda(lambda t: tf.clip_by_value((t + 1.0) / 2.0, 0.0, 1.0), name="to_unit")(x)
     return keras.Model(z_in, y, name=f"decoder{channels}")
