@@ -22,10 +22,13 @@ Nothing here imports the interpreter package or reads a file before the first ``
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib
 import json
 import os
+import sys
+import tempfile
 import threading
 import warnings
 from dataclasses import dataclass
@@ -212,6 +215,34 @@ def _backend() -> tuple[Any, Callable[..., Any]]:
         raise ImportError("l3ic needs a TFLite runtime: pip install ai-edge-litert") from None
 
 
+# LiteRT writes this to file descriptor 2 when it first applies XNNPACK; no setting turns it off
+LITERT_BANNER = b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n"
+
+
+@contextlib.contextmanager
+def _without_litert_banner():
+    """Capture file descriptor 2 for the block and pass on all it got but LITERT_BANNER, so
+    that a user's terminal (and a progress bar) sees no runtime chatter; real errors still show."""
+    try:
+        if sys.stderr is not None:
+            sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            rest = captured.read().replace(LITERT_BANNER, b"")
+            if rest:
+                os.write(2, rest)
+
+
 class Network:
     """One TFLite model with its interpreter.  ``run`` is thread-safe (one lock per interpreter);
     the input tensor is resized (and tensors re-allocated) only when the shape changes."""
@@ -223,6 +254,7 @@ class Network:
                      "refiner": info.refiner_path}[kind]
         self._lock = threading.Lock()
         self._shape: tuple | None = None    # the input shapes the tensors are allocated for
+        self._allocated = False
         self.delegate: str | None = None
         self._interpreter = self._create()
 
@@ -281,10 +313,13 @@ class Network:
         from the last call's (call with self._lock held)."""
         key = tuple(sorted(shapes.items()))
         if key != self._shape:
+            first = not self._allocated     # the first allocation applies XNNPACK
             self._shape = None              # a failed resize must not look current
             for index, shape in shapes.items():
                 self._interpreter.resize_tensor_input(index, shape)
-            self._interpreter.allocate_tensors()
+            with _without_litert_banner() if first else contextlib.nullcontext():
+                self._interpreter.allocate_tensors()
+            self._allocated = True
             self._shape = key
 
     def run(self, shape: tuple[int, ...], fill: Callable[[Any], None],

@@ -127,6 +127,23 @@ def test_import_is_lazy():
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
 
 
+def test_no_litert_banner_on_stderr(tmp_path):
+    """A fresh process that encodes and decodes writes nothing to stderr (LiteRT's 'Created
+    TensorFlow Lite XNNPACK delegate' line is filtered out)."""
+    code = ("import io, PIL_l3ic; from PIL import Image; b = io.BytesIO(); "
+            "Image.new('RGB', (64, 48), 'teal').save(b, 'L3IC', quality='16c'); "
+            "b.seek(0); Image.open(b).load()")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, check=True)
+    assert r.stderr == b""
+
+
+def test_banner_filter_passes_other_output(capfd):
+    with runtime._without_litert_banner():
+        os.write(2, b"before\n" + runtime.LITERT_BANNER + b"after\n")
+    assert capfd.readouterr().err == "before\nafter\n"
+
+
 def test_networks_are_cached():
     a = runtime.network("16c", "encoder")
     assert runtime.network("16c", "encoder") is a
