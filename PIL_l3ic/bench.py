@@ -13,9 +13,11 @@ Cold start (one fresh ``python`` per model): ``import PIL_l3ic``, creating the t
 Peak RSS (one fresh ``python`` per measurement): the process's high-water mark (VmHWM, reset
 after the input is loaded where Linux allows it, else ``ru_maxrss``) for one cold CE or DE.
 
-Test images: 512x512 and 1920x1080 made from the first image given (center crop, resized to
-cover when smaller: as ../shared/bench/speed.py), else ``samples/astronaut.png`` of a source
-checkout, else a synthetic smooth image (an installed package has no sample photo).
+Test images: 512x512 and 1920x1080 made from each image given (center crop, resized to cover
+when smaller: as ../shared/bench/speed.py), else ``samples/astronaut.png`` of a source
+checkout, else a synthetic smooth image (an installed package has no sample photo).  With
+several photos each column is the mean over them of the per-photo medians (the original's
+figures are means over 39 photos); cold start and peak RSS use the first.
 """
 from __future__ import annotations
 
@@ -122,6 +124,19 @@ def measure(q: str, rgb: np.ndarray, runs: int = 5, warmup: int = 1) -> dict:
         t = _times(fn, runs, warmup)
         res[name], res[name + "_min"] = statistics.median(t), min(t)
     return res
+
+
+def measure_photos(q: str, rgbs: list[np.ndarray], runs: int = 5, warmup: int = 1) -> dict:
+    """``measure`` on every photo (all of one size): the mean of each figure over the photos,
+    with the per-photo results under "per_photo" when there are several."""
+    per = [measure(q, rgb, runs, warmup) for rgb in rgbs]
+    if len(per) == 1:
+        return per[0]
+    res = {k: v for k, v in per[0].items() if isinstance(v, str)}
+    for k, v in per[0].items():
+        if not isinstance(v, str):
+            res[k] = statistics.fmean(r[k] for r in per)
+    return dict(res, photos=len(per), per_photo=per)
 
 
 # ----------------------------------------------------------------------------- subprocesses
@@ -297,8 +312,9 @@ def rss_table(rows: list[dict]) -> str:
 
 def add_arguments(p) -> None:
     p.add_argument("images", nargs="*", metavar="IMAGES",
-                   help="photo to make the 512x512 and 1920x1080 test images from (the first "
-                        "one; default: samples/astronaut.png of a source checkout, else a "
+                   help="photos to make the 512x512 and 1920x1080 test images from; with "
+                        "several, each figure is the mean over them of the per-photo medians "
+                        "(default: samples/astronaut.png of a source checkout, else a "
                         "synthetic image)")
     p.add_argument("-q", "--quality", default="all", help="models: comma list of "
                    "16c,32c,64c or 'all'")
@@ -323,9 +339,13 @@ def run(args) -> dict:
     if args.threads:
         PIL_l3ic.set_num_threads(args.threads)
     from PIL_l3ic import runtime
-    imgs, desc = test_images(args.images[0] if args.images else None)
+    photos = [test_images(path) for path in (args.images or [None])]
+    imgs, desc = photos[0]
+    if len(photos) > 1:
+        desc = f"{len(photos)} photos ({desc}, ...)"
     res = {"timing": [], "cold": [], "rss": [],
            "info": {"machine": machine(), "threads": runtime.num_threads(), "source": desc,
+                    "photos": len(photos),
                     "runs": args.runs, "warmup": args.warmup, "python": platform.python_version(),
                     "loadavg_start": os.getloadavg()}}
     for q in qs:
@@ -333,7 +353,7 @@ def run(args) -> dict:
         res["info"][q] = {"variant": info.variant, "fingerprint": info.fingerprint.hex(),
                           "train_steps": info.train_steps}
         for key in ("512", "1080"):
-            r = measure(q, imgs[key], args.runs, args.warmup)
+            r = measure_photos(q, [p[0][key] for p in photos], args.runs, args.warmup)
             res["timing"].append(r)
             print(f"  {q} {r['size']}: E {r['E']:.3f}  D {r['D']:.3f}  CE {r['CE']:.3f}  "
                   f"DE {r['DE']:.3f} s  ({r['bpp']:.3f} bpp)", file=sys.stderr)
@@ -349,7 +369,9 @@ def report(res: dict) -> str:
     i = res["info"]
     label = f"this machine ({i['threads']} threads)"
     out = [f"{i['machine']}; {i['threads']} threads; images from {i['source']}; median of "
-           f"{i['runs']} after {i['warmup']} warm-up; seconds", "",
+           f"{i['runs']} after {i['warmup']} warm-up"
+           + (" per photo, mean over the photos" if i.get("photos", 1) > 1 else "") + "; seconds",
+           "",
            timing_table(res["timing"], label)]
     if res["cold"]:
         out += ["", "Cold start (fresh process):", "", cold_table(res["cold"])]

@@ -151,3 +151,9 @@ def test_bench_tables():
     assert img.size == (64, 64)
     r = bench.measure("16c", np.asarray(photo(64, 48)), runs=1, warmup=0)
     assert r["CE"] > 0 and r["DE"] > 0 and r["E"] > 0 and r["D"] > 0 and r["bytes"] > 0
+    flat = np.full((48, 64, 3), 128, np.uint8)      # several photos: the mean of each figure
+    m = bench.measure_photos("16c", [np.asarray(photo(64, 48)), flat], runs=1, warmup=0)
+    assert m["photos"] == 2 and m["size"] == "64x48" and len(m["per_photo"]) == 2
+    assert m["bytes"] == (m["per_photo"][0]["bytes"] + m["per_photo"][1]["bytes"]) / 2
+    assert m["per_photo"][0]["bytes"] == r["bytes"] > m["per_photo"][1]["bytes"]
+    assert bench.measure_photos("16c", [flat], runs=1, warmup=0).keys() == r.keys()
