@@ -110,8 +110,14 @@ def write_markdown(out, results, models, n_images):
         if key.startswith("jpeg"):
             lines.append(f"| {key.rsplit(' ', 1)[0]} | {r['bpp']:.3f} | {r['psnr']:.2f} | {r['ssim']:.4f} "
                          f"| {r['ms_ssim']:.4f} |")
-    lines += ["", "The comparison with WebP, JPEG 2000, AVIF, HEIF and JPEG XL (BD-rates, plots) is in "
-              "[rd_kodak.md](rd_kodak.md).", ""]
+    lines += ["", "## Against other codecs", "",
+              "Rate-distortion on the same crops against JPEG, WebP, JPEG 2000, AVIF, HEIF and "
+              "JPEG XL (`benchmarks/rd.py`; BD-rates against JPEG and the settings of every "
+              "codec in [rd_kodak.md](rd_kodak.md)):", "", "![RD curves on Kodak](rd_kodak.png)", "",
+              "Encode and decode times of all of them at 512x512 and 1920x1080 at matched quality, "
+              "measured in one run on one machine (`benchmarks/codecs.py`): "
+              "[speed.md, \"Against other codecs, side by side\"](speed.md#against-other-codecs-side-by-side).",
+              ""]
     with open(out, "w") as f:
         f.write("\n".join(lines))
     print(f"wrote {out}")
