@@ -132,10 +132,8 @@ def measure_photos(q: str, rgbs: list[np.ndarray], runs: int = 5, warmup: int = 
     per = [measure(q, rgb, runs, warmup) for rgb in rgbs]
     if len(per) == 1:
         return per[0]
-    res = {k: v for k, v in per[0].items() if isinstance(v, str)}
-    for k, v in per[0].items():
-        if not isinstance(v, str):
-            res[k] = statistics.fmean(r[k] for r in per)
+    res = {k: v if isinstance(v, str) else statistics.fmean(r[k] for r in per)
+           for k, v in per[0].items()}
     return dict(res, photos=len(per), per_photo=per)
 
 
@@ -370,7 +368,7 @@ def report(res: dict) -> str:
     label = f"this machine ({i['threads']} threads)"
     out = [f"{i['machine']}; {i['threads']} threads; images from {i['source']}; median of "
            f"{i['runs']} after {i['warmup']} warm-up"
-           + (" per photo, mean over the photos" if i.get("photos", 1) > 1 else "") + "; seconds",
+           + (" per photo, mean over the photos" if i["photos"] > 1 else "") + "; seconds",
            "",
            timing_table(res["timing"], label)]
     if res["cold"]:

@@ -57,7 +57,8 @@ def _conv(filters, kernel, name, stride=1, zero=False, small=False, dtype=None):
 
 
 def _wide(bfloat16: bool):
-    """The dtype policy of the wide layers (None: the global policy, float32)."""
+    """The dtype policy of the wide layers (None: the global policy, float32, which every other
+    layer keeps; Keras casts their bfloat16 inputs to float32)."""
     return "mixed_bfloat16" if bfloat16 else None
 
 
@@ -77,7 +78,7 @@ def build_encoder(channels: int, zero_init: bool = True, bfloat16: bool = False)
     x = _conv(128, 5, "enc_conv2", stride=2, dtype=wide)(x)
     for i in range(3):
         x = _residual_block(x, f"enc_res{i}", zero_init, wide)
-    x = _conv(channels, 5, "enc_latent", stride=2, dtype="float32")(x)  # not warm-started
+    x = _conv(channels, 5, "enc_latent", stride=2)(x)  # touches the latent: not warm-started
     z = Scale(INITIAL_LATENT_SCALE, name="latent_scale")(x)
     return keras.Model(x_in, z, name=f"encoder{channels}")
 
@@ -86,14 +87,14 @@ def build_decoder(channels: int, zero_init: bool = True, bfloat16: bool = False)
     wide = _wide(bfloat16)
     z_in = keras.Input((None, None, channels), name="latent")
     x = Scale(1.0 / INITIAL_LATENT_SCALE, name="inverse_scale")(z_in)
-    x = _conv(512, 3, "dec_latent")(x)  # touches the latent: not warm-started; float32
+    x = _conv(512, 3, "dec_latent")(x)  # touches the latent: not warm-started
     x = DepthToSpace()(x)
     for i in range(3):
         x = _residual_block(x, f"dec_res{i}", zero_init, wide)
     x = _conv(256, 3, "dec_conv2", dtype=wide)(x)
     x = layers.LeakyReLU(LEAK, dtype=wide)(x)
     x = DepthToSpace(dtype=wide)(x)
-    x = _conv(12, 3, "dec_conv3", small=zero_init, dtype="float32")(x)
+    x = _conv(12, 3, "dec_conv3", small=zero_init)(x)
     x = DepthToSpace()(x)
     y = layers.Lambda(lambda t: tf.clip_by_value((t + 1.0) / 2.0, 0.0, 1.0), name="to_unit")(x)
     return keras.Model(z_in, y, name=f"decoder{channels}")
