@@ -50,23 +50,30 @@ from io import BytesIO
 from typing import BinaryIO, Sequence
 
 MAGIC = b"\x89L3C\r\n\x1a\n"
-VERSION = 2                # the newest version this module reads and writes
-VERSIONS = (1, 2)          # versions it reads; pack writes the lowest that holds the file
+VERSION = 3                # the newest version this module reads and writes
+VERSIONS = (1, 2, 3)       # versions it reads; pack writes the lowest that holds the file
 MODES = {"RGB": 1, "L": 2, "RGBA": 3, "LA": 4}
 _MODE_NAMES = {v: k for k, v in MODES.items()}
 ALPHA_MODES = frozenset({"RGBA", "LA"})
-MODEL_CHANNELS = {1: 16, 2: 32, 3: 64}
-STREAM_TANS, STREAM_RUN, STREAM_RAW, STREAM_TANS_CTX = 0, 1, 2, 3
-# stream modes allowed in the channel table of each version (3, context tANS, from version 2)
+MODEL_CHANNELS = {1: 16, 2: 32, 3: 64}   # the release 0.1.0 models (versions 1 and 2)
+HP_MODEL_ID = 4            # the hyperprior family (version 3): geometry stored in the header
+HP_STRIDES = (8, 16)       # latent stride of an hp model; z is 4x below the latent
+MAX_LEVEL = 0xFFFF         # the rate level, in 1/LEVEL_ONE units
+LEVEL_ONE = 4096
+STREAM_TANS, STREAM_RUN, STREAM_RAW, STREAM_TANS_CTX, STREAM_CLASS = 0, 1, 2, 3, 4
+# stream modes allowed in the channel table of each version (3, context tANS, from version 2;
+# 4, class-coded with the model's static tables, in version 3 only)
 _STREAM_MODES = {1: frozenset({STREAM_TANS, STREAM_RUN, STREAM_RAW}),
-                 2: frozenset({STREAM_TANS, STREAM_RUN, STREAM_RAW, STREAM_TANS_CTX})}
+                 2: frozenset({STREAM_TANS, STREAM_RUN, STREAM_RAW, STREAM_TANS_CTX}),
+                 3: frozenset({STREAM_CLASS})}
 
 CHUNK_ICC, CHUNK_EXIF, CHUNK_XMP, CHUNK_ALPHA = b"iccp", b"exif", b"xmpm", b"ALPH"
 _METADATA_CHUNKS = (CHUNK_ICC, CHUNK_EXIF, CHUNK_XMP)
 _KNOWN_CRITICAL = frozenset({CHUNK_ALPHA})
 
 MAX_DIMENSION = 65535
-MAX_CHANNELS = 256
+MAX_CHANNELS = 256         # versions 1 and 2
+MAX_CHANNELS_V3 = 1024
 MAX_CHUNKS = 16
 MAX_METADATA = 16 << 20
 _U32 = 0xFFFFFFFF
@@ -74,6 +81,7 @@ _READ_BLOCK = 1 << 20
 
 # magic, version, mode, model_id, n_chunks, width, height, latent_h, latent_w, channels, fingerprint
 _FIXED = struct.Struct("<8sBBBBIIHHH8s")   # 34 bytes
+_HP = struct.Struct("<HHBB")               # version 3: level, z_channels, stride, reserved
 _CHANNEL = struct.Struct("<BII")           # mode, length, crc32: 9 bytes
 _CHUNK = struct.Struct("<4sII")            # type, length, crc32: 12 bytes
 _CRC = struct.Struct("<I")
@@ -95,6 +103,9 @@ class ChecksumError(ContainerError):
     """A CRC32 (header, channel stream or chunk) does not match."""
 
 
+_HP_FIELDS = ("level", "z_channels", "y_channels", "stride")
+
+
 @dataclass(frozen=True)
 class Header:
     width: int
@@ -102,11 +113,19 @@ class Header:
     mode: str
     model_id: int
     fingerprint: bytes
+    # hp models (model_id HP_MODEL_ID, version 3) only; None for the others
+    level: int | None = None          # rate level x LEVEL_ONE
+    z_channels: int | None = None
+    y_channels: int | None = None
+    stride: int | None = None
 
     def __post_init__(self):
         try:  # normalise numpy integers / bytearray; reject floats and str
             for name in ("width", "height", "model_id"):
                 object.__setattr__(self, name, operator.index(getattr(self, name)))
+            for name in _HP_FIELDS:
+                if getattr(self, name) is not None:
+                    object.__setattr__(self, name, operator.index(getattr(self, name)))
             if not isinstance(self.fingerprint, (bytes, bytearray, memoryview)):
                 raise TypeError
             object.__setattr__(self, "fingerprint", bytes(self.fingerprint))
@@ -117,21 +136,48 @@ class Header:
                 raise ValueError(f"{name} {getattr(self, name)} outside 1..{MAX_DIMENSION}")
         if self.mode not in MODES:
             raise ValueError(f"unsupported mode {self.mode!r}")
-        if self.model_id not in MODEL_CHANNELS:
-            raise ValueError(f"unknown model id {self.model_id}")
         if len(self.fingerprint) != 8:
             raise ValueError("fingerprint must be 8 bytes")
+        hp = [getattr(self, n) for n in _HP_FIELDS]
+        if self.model_id in MODEL_CHANNELS:
+            if any(v is not None for v in hp):
+                raise ValueError(f"model {self.model_id} takes no hp fields")
+            return
+        if self.model_id != HP_MODEL_ID:
+            raise ValueError(f"unknown model id {self.model_id}")
+        if any(v is None for v in hp):
+            raise ValueError("an hp model needs level, z_channels, y_channels and stride")
+        if not 0 <= self.level <= MAX_LEVEL:
+            raise ValueError(f"level {self.level} outside 0..{MAX_LEVEL}")
+        if self.stride not in HP_STRIDES:
+            raise ValueError(f"stride {self.stride} not one of {HP_STRIDES}")
+        if self.z_channels < 1 or self.y_channels < 1 \
+                or self.z_channels + self.y_channels > MAX_CHANNELS_V3:
+            raise ValueError(f"{self.z_channels} z and {self.y_channels} y channels: each at "
+                             f"least 1, together at most {MAX_CHANNELS_V3}")
+
+    @property
+    def version(self) -> int:
+        """3 for hp models; 1 or 2 (chosen by pack) for the others."""
+        return 3 if self.model_id == HP_MODEL_ID else 1
 
     @property
     def channels(self) -> int:
+        """Entropy streams: the latent channels, for hp models z's then y's."""
+        if self.model_id == HP_MODEL_ID:
+            return self.z_channels + self.y_channels
         return MODEL_CHANNELS[self.model_id]
 
     @property
     def latent_h(self) -> int:
+        if self.model_id == HP_MODEL_ID:
+            return 4 * -(-self.height // (4 * self.stride))
         return (self.height + 7) // 8
 
     @property
     def latent_w(self) -> int:
+        if self.model_id == HP_MODEL_ID:
+            return 4 * -(-self.width // (4 * self.stride))
         return (self.width + 7) // 8
 
     @property
@@ -236,13 +282,17 @@ def pack(header: Header, channel_streams: Sequence[bytes], channel_modes: Sequen
     if len(chunks) > MAX_CHUNKS:
         raise ValueError(f"{len(chunks)} chunks, limit {MAX_CHUNKS}")
     streams = [bytes(s) for s in channel_streams]
+    version = header.version
+    if version == 1 and STREAM_TANS_CTX in channel_modes:
+        version = 2
     for mode in channel_modes:
-        if mode not in _STREAM_MODES[VERSION]:
-            raise ValueError(f"invalid stream mode {mode!r}")
-    version = 2 if STREAM_TANS_CTX in channel_modes else 1
+        if mode not in _STREAM_MODES[version]:
+            raise ValueError(f"invalid stream mode {mode!r} for a version {version} file")
     out = [_FIXED.pack(MAGIC, version, MODES[header.mode], header.model_id, len(chunks),
                        header.width, header.height, header.latent_h, header.latent_w, n,
                        header.fingerprint)]
+    if version == 3:
+        out.append(_HP.pack(header.level, header.z_channels, header.stride, 0))
     for mode, s in zip(channel_modes, streams):
         if len(s) > _U32:
             raise ValueError("channel stream longer than 4 GiB")
@@ -293,11 +343,13 @@ def read_layout(fp: BinaryIO) -> Layout:
         raise TruncatedError(f"truncated l3ic header: file is {len(fixed)} bytes")
     (_, version, mode_id, model_id, n_chunks, width, height, latent_h, latent_w, n_channels,
      fingerprint) = _FIXED.unpack(fixed)
-    if not 1 <= n_channels <= MAX_CHANNELS:
-        raise ContainerError(f"channel count {n_channels} outside 1..{MAX_CHANNELS}")
+    limit = MAX_CHANNELS_V3 if version == 3 else MAX_CHANNELS
+    if not 1 <= n_channels <= limit:
+        raise ContainerError(f"channel count {n_channels} outside 1..{limit}")
     if n_chunks > MAX_CHUNKS:
         raise ContainerError(f"chunk count {n_chunks} exceeds {MAX_CHUNKS}")
-    rest_len = n_channels * _CHANNEL.size + n_chunks * _CHUNK.size + _CRC.size
+    ext_len = _HP.size if version == 3 else 0
+    rest_len = ext_len + n_channels * _CHANNEL.size + n_chunks * _CHUNK.size + _CRC.size
     rest = _read(fp, rest_len)
     if len(rest) < rest_len:
         raise TruncatedError("truncated l3ic header (channel table / chunk directory)")
@@ -306,17 +358,27 @@ def read_layout(fp: BinaryIO) -> Layout:
         raise ChecksumError("l3ic header CRC mismatch: header is corrupt")
     if mode_id not in _MODE_NAMES:
         raise ContainerError(f"unknown pixel mode byte {mode_id}")
+    hp = {}
+    if version == 3:
+        level, z_channels, stride, reserved = _HP.unpack_from(rest, 0)
+        if reserved:
+            raise ContainerError(f"reserved header byte is {reserved}, must be 0")
+        hp = dict(level=level, z_channels=z_channels,
+                  y_channels=n_channels - z_channels, stride=stride)
     try:
-        header = Header(width, height, _MODE_NAMES[mode_id], model_id, fingerprint)
+        header = Header(width, height, _MODE_NAMES[mode_id], model_id, fingerprint, **hp)
     except ValueError as e:
         raise ContainerError(f"invalid l3ic header: {e}") from None
+    if header.version != (3 if version == 3 else 1):
+        raise ContainerError(f"model {model_id} cannot be stored in a version {version} file")
+    rest = rest[ext_len:]
     if n_channels != header.channels:
         raise ContainerError(f"model {model_id} has {header.channels} channels, "
                              f"header says {n_channels}")
     if (latent_h, latent_w) != (header.latent_h, header.latent_w):
         raise ContainerError(f"latent shape {latent_h}x{latent_w} does not match image "
                              f"{width}x{height} (expected {header.latent_h}x{header.latent_w})")
-    header_length = _FIXED.size + rest_len
+    header_length = _FIXED.size + ext_len + len(rest)
     offset = header_length
     chunks: list[ChunkEntry] = []
     pos = n_channels * _CHANNEL.size

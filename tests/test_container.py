@@ -141,7 +141,7 @@ def test_bad_magic():
         assert isinstance(ei.value, SyntaxError) and not isinstance(ei.value, OSError)
 
 
-@pytest.mark.parametrize("version", [0, 3, 255])
+@pytest.mark.parametrize("version", [0, 4, 255])
 def test_unsupported_version(version):
     with pytest.raises(ContainerError, match=f"unsupported l3ic version {version} "):
         c.read_layout(io.BytesIO(forge(version=version)))
