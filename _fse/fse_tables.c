@@ -290,8 +290,10 @@ int body_read(bitr *r, tdesc *t)   /* t->R and t->small set */
 static void bucket_starts(uint16_t *start, const tdesc *t)
 {
     const uint32_t L = 1u << t->R;
-    uint8_t cnt[FSE_MAX_L];   /* at most one occurrence of a symbol per bucket: <= 255 */
-    memset(cnt, 0, L);
+    /* at most one occurrence of a symbol per bucket, so <= 256 (255 symbols of count 3
+     * and one of 2^12 - 765 all put one in bucket 2047): uint8 would wrap */
+    uint16_t cnt[FSE_MAX_L];
+    memset(cnt, 0, L * sizeof cnt[0]);
     for (unsigned s = t->lo; s <= t->hi; s++) {
         uint32_t q = t->q[s];
         if (!q) continue;
