@@ -16,9 +16,9 @@ fse = Extension(
     "PIL_l3ic._fse",
     sources=["_fse/_fse.pyx", "_fse/fse_tables.c", "_fse/fse_hash.c", "_fse/fse_encode.c",
              "_fse/fse_decode.c", "_fse/fse_batch.c", "_fse/fse_context.c",
-             "_fse/fse_ctxdec.c"],
+             "_fse/fse_ctxdec.c", "_fse/fse_class.c", "_fse/fse_classdec.c"],
     include_dirs=["_fse", numpy.get_include()],
-    depends=["_fse/fse.h", "_fse/fse_internal.h"],
+    depends=["_fse/fse.h", "_fse/fse_internal.h", "_fse/_fse_class.pxi"],
     extra_compile_args=extra_compile,
     extra_link_args=extra_link,
 )

@@ -15,6 +15,10 @@ width (symbols per row; n must be a multiple of it) lets the encoder use the
 spatial-context variant ('tans-ctx': one table per context of the left and upper
 neighbours) when that is smaller; decoding such a stream needs the same width.
 
+The class coder (_fse_class.pxi, included below) codes signed values with static tables
+known to both sides, one per class: ClassTables, compress_classes, decompress_classes,
+their batch calls and normalize_counts.
+
 Malformed streams raise FSEError (a ValueError subclass) and nothing else;
 arguments of the wrong type raise TypeError.  All coding runs with the GIL
 released; the batch calls spread the channels over threads started for the
@@ -108,8 +112,9 @@ cdef object _bytes_like(object obj, str what):
 
 
 cdef int _threads(object threads) except -1:
-    if not isinstance(threads, int) or isinstance(threads, bool):
+    if not isinstance(threads, (int, np.integer)) or isinstance(threads, (bool, np.bool_)):
         raise TypeError("threads must be an int")
+    threads = int(threads)
     if threads < 0:
         raise ValueError("threads must be >= 0 (0 = all cores)")
     if threads == 0:
@@ -331,3 +336,6 @@ def decompress_batch(blobs, n, threads=0, width=None):
         free(ptrs)
         free(lens)
         free(errs)
+
+
+include "_fse_class.pxi"

@@ -53,6 +53,13 @@ enum {
     FSE_ERR_NEED_WIDTH   = -18,  /* context stream decoded without a row width */
     FSE_ERR_WIDTH        = -19,  /* symbol count not a multiple of the row width */
     FSE_ERR_CTX          = -20,  /* context table layout invalid / symbol in an unused context */
+    FSE_ERR_CLASS        = -21,  /* class coder: a class >= the number of tables */
+    FSE_ERR_VALUE        = -22,  /* class coder (encoder): |value| > FSE_CLASS_MAX_VALUE */
+    FSE_ERR_ESCAPE       = -23,  /* class coder (decoder): escape payload too long */
+    FSE_ERR_TABLE_SHAPE  = -24,  /* class tables: classes, symbols or table log out of range */
+    FSE_ERR_TABLE_COUNTS = -25,  /* class tables: a count < 1 or a row not summing to 2^R */
+    FSE_ERR_TABLE_MEM    = -26,  /* class tables: storage too small or misaligned */
+    FSE_ERR_PMF          = -27,  /* fse_normalize_pmf: probabilities negative / not finite */
 };
 
 /* Build the static lookup tables; call once before anything else (idempotent). */
@@ -105,6 +112,46 @@ void fse_compress_batch(uint8_t *dst, size_t cap, ptrdiff_t *sizes, const uint8_
                         size_t count, size_t n, size_t width, int threads);
 void fse_decompress_batch(uint8_t *out, int *errs, const uint8_t *const *blobs, const size_t *lens,
                           size_t count, size_t n, size_t width, int threads);
+
+/* ---- class coder: static tables shipped with a model (docs/entropy.md, "Class coder").
+ * A stream codes n signed values; value i is coded with the table of its class classes[i]
+ * (known to both sides).  Table symbol j <= 2E codes the value j - E, symbol 2E+1 = S-1 is
+ * the escape: sign bit and Exp-Golomb(|v| - E - 1) follow in the bit stream.  The stream
+ * stores neither n nor the tables; n = 0 is the empty stream. */
+#define FSE_CLASS_MAX_CLASSES 256
+#define FSE_CLASS_MIN_SYMBOLS 4
+#define FSE_CLASS_MAX_SYMBOLS 256
+#define FSE_CLASS_MAX_VALUE   (1 << 20)   /* largest |value| */
+typedef struct fse_class_tables fse_class_tables;
+
+/* Bytes of storage for a table set, 0 if the shape is invalid (classes 1..256, symbols even
+ * in 4..256 and <= 2^table_log, table_log FSE_MIN_TABLELOG..FSE_MAX_TABLELOG). */
+size_t fse_class_tables_size(unsigned classes, unsigned symbols, unsigned table_log);
+/* Build the coding tables in mem (size bytes, 16-byte aligned, e.g. from malloc; it must not
+ * move afterwards: the tables hold pointers into it) from counts (classes x symbols, row-major;
+ * every count >= 1, every row summing to 2^table_log).  0 or FSE_ERR_TABLE_*. */
+int fse_class_tables_init(void *mem, size_t size, const uint32_t *counts, unsigned classes,
+                          unsigned symbols, unsigned table_log);
+/* Worst-case stream size for n values (7 n + 64). */
+size_t fse_class_bound(size_t n);
+/* Returns the stream size (0 for n = 0) or FSE_ERR_CLASS / FSE_ERR_VALUE / FSE_ERR_N_RANGE /
+ * FSE_ERR_DST_SMALL (cap < fse_class_bound(n)). */
+ptrdiff_t fse_compress_classes(uint8_t *dst, size_t cap, const int32_t *values,
+                               const uint8_t *classes, size_t n, const fse_class_tables *t);
+/* Decode n values into dst; 0 or a negative FSE_ERR_* (FSE_ERR_CLASS for a bad class). */
+int fse_decompress_classes(int32_t *dst, const uint8_t *classes, size_t n, const uint8_t *src,
+                           size_t size, const fse_class_tables *t);
+/* Counts q[0..symbols-1] >= 1 summing to 2^table_log that maximise sum p log q (minimum
+ * sum p log(p/q)); p need not be normalised.  symbols 1..2^table_log.  0 or an error. */
+int fse_normalize_pmf(uint32_t *q, const double *p, unsigned symbols, unsigned table_log);
+/* Batches of count streams of n values (row i of values / classes, count x n); as
+ * fse_compress_batch / fse_decompress_batch (cap >= fse_class_bound(n)). */
+void fse_compress_classes_batch(uint8_t *dst, size_t cap, ptrdiff_t *sizes, const int32_t *values,
+                                const uint8_t *classes, size_t count, size_t n,
+                                const fse_class_tables *t, int threads);
+void fse_decompress_classes_batch(int32_t *out, int *errs, const uint8_t *const *blobs,
+                                  const size_t *lens, const uint8_t *classes, size_t count,
+                                  size_t n, const fse_class_tables *t, int threads);
 
 /* Online processors (for threads = "all cores"). */
 int fse_cpu_count(void);

@@ -1,6 +1,7 @@
 /*
- * fse_batch.c -- fse_compress_batch / fse_decompress_batch: many channels
- * of one length coded in parallel, and fse_cpu_count.
+ * fse_batch.c -- fse_compress_batch / fse_decompress_batch (and the class coder's
+ * fse_compress_classes_batch / fse_decompress_classes_batch): many channels of one length
+ * coded in parallel, and fse_cpu_count.
  */
 #include "fse_internal.h"
 
@@ -16,7 +17,7 @@
 /* an idle late worker finds no work and exits on its own).                  */
 /* ------------------------------------------------------------------------ */
 typedef struct {
-    int op;                        /* 0 compress, 1 decompress */
+    int op;                        /* 0 compress, 1 decompress, 2/3 the same, class coder */
     size_t count;
     size_t n;
     size_t width;                  /* 0: plain coder */
@@ -30,6 +31,11 @@ typedef struct {
     const size_t *lens;
     uint8_t *out;                  /* count x n */
     int *errs;
+    /* class coder: row i of values / classes (count x n); decoded values into vout */
+    const fse_class_tables *tables;
+    const int32_t *values;
+    const uint8_t *classes;
+    int32_t *vout;
     size_t next;                   /* next channel to take (atomic) */
     size_t done;                   /* channels finished (atomic) */
     int refs;                      /* threads still holding the job (atomic) */
@@ -44,12 +50,19 @@ static void run_items(batch_job *j)
     for (;;) {
         size_t i = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
         if (i >= j->count) break;
+        const size_t r = i * j->n;   /* offset of row i */
         if (j->op == 0)
-            j->sizes[i] = fse_compress_ctx(j->dst + i * j->cap, j->cap, j->src + i * j->n, j->n,
+            j->sizes[i] = fse_compress_ctx(j->dst + i * j->cap, j->cap, j->src + r, j->n,
                                            j->width);
-        else
-            j->errs[i] = fse_decompress_ctx(j->out + i * j->n, j->n, j->blobs[i], j->lens[i],
+        else if (j->op == 1)
+            j->errs[i] = fse_decompress_ctx(j->out + r, j->n, j->blobs[i], j->lens[i],
                                             j->width);
+        else if (j->op == 2)
+            j->sizes[i] = fse_compress_classes(j->dst + i * j->cap, j->cap, j->values + r,
+                                               j->classes + r, j->n, j->tables);
+        else
+            j->errs[i] = fse_decompress_classes(j->vout + r, j->classes + r, j->n, j->blobs[i],
+                                                j->lens[i], j->tables);
 #if !defined(_WIN32)
         if (__atomic_add_fetch(&j->done, 1, __ATOMIC_ACQ_REL) == j->count) {
             pthread_mutex_lock(&j->mu);
@@ -162,5 +175,27 @@ void fse_decompress_batch(uint8_t *out, int *errs, const uint8_t *const *blobs, 
     batch_job j;
     memset(&j, 0, sizeof j);
     j.op = 1; j.count = count; j.n = n; j.width = width; j.blobs = blobs; j.lens = lens; j.out = out; j.errs = errs;
+    run_batch(&j, threads);
+}
+
+void fse_compress_classes_batch(uint8_t *dst, size_t cap, ptrdiff_t *sizes, const int32_t *values,
+                                const uint8_t *classes, size_t count, size_t n,
+                                const fse_class_tables *t, int threads)
+{
+    batch_job j;
+    memset(&j, 0, sizeof j);
+    j.op = 2; j.count = count; j.n = n; j.dst = dst; j.cap = cap; j.sizes = sizes;
+    j.values = values; j.classes = classes; j.tables = t;
+    run_batch(&j, threads);
+}
+
+void fse_decompress_classes_batch(int32_t *out, int *errs, const uint8_t *const *blobs,
+                                  const size_t *lens, const uint8_t *classes, size_t count,
+                                  size_t n, const fse_class_tables *t, int threads)
+{
+    batch_job j;
+    memset(&j, 0, sizeof j);
+    j.op = 3; j.count = count; j.n = n; j.blobs = blobs; j.lens = lens; j.errs = errs;
+    j.vout = out; j.classes = classes; j.tables = t;
     run_batch(&j, threads);
 }

@@ -14,6 +14,8 @@
  *   fse_batch.c    the threaded batch calls
  *   fse_context.c  the spatial-context variant: header, fse_compress_ctx
  *   fse_ctxdec.c   its decoder
+ *   fse_class.c    the class coder (static tables, no header): tables, encoder
+ *   fse_classdec.c its decoder
  *
  * Layout of a stream: one bit stream, LSB-first inside each byte:
  *
@@ -162,6 +164,7 @@ FSE_HIDDEN void body_write(bitw *w, const tdesc *t);
 FSE_HIDDEN int body_read(bitr *r, tdesc *t);
 FSE_HIDDEN void build_dtable(dentry *T, const tdesc *t);
 FSE_HIDDEN void build_etable(etable *E, const tdesc *t);
+FSE_HIDDEN void build_etable_into(uint16_t *slots, symtt *tt, const tdesc *t);
 
 /* fse_encode.c: the symbol count code */
 FSE_HIDDEN unsigned ncode_bits(uint64_t n);
@@ -191,6 +194,16 @@ FSE_HIDDEN int ctx_hdr_read(bitr *r, cdesc *c);
 /* fse_ctxdec.c: payload of a context stream; H: header bits; n % w == 0 checked by the caller */
 FSE_HIDDEN int ctx_decode(uint8_t *dst, size_t n, size_t w, const cdesc *c,
                           const uint8_t *src, size_t size, size_t H);
+
+/* class coder (fse_class.c: tables and encoder, fse_classdec.c: decoder; format in
+ * docs/entropy.md, "Class coder").  Escape payload, in the decoder's reading order: a sign
+ * bit (1 = negative), z zero bits, then the z + 1 bits of u + 1 = |v| - E (top bit 1). */
+#define CLASS_ESC_ZEROS 20u   /* longest zero run: u + 1 < 2^21 (|v| <= 2^20 needs <= 19) */
+struct fse_class_tables {
+    unsigned K, S, R, E;                      /* classes, symbols (2E + 2), table log */
+    const dentry *dt;                         /* decoder table of class k: dt + (k << R) */
+    const symtt *row[FSE_CLASS_MAX_CLASSES];  /* encoder transforms of class k (S of them) */
+};
 
 /* fse_hash.c */
 /* histogram of the symbols and the content hash, in one pass; returns the hash */

@@ -59,6 +59,13 @@ const char *fse_error_string(int code)
     case FSE_ERR_NEED_WIDTH: return "context-coded stream: the row width (symbols per row) is needed to decode it";
     case FSE_ERR_WIDTH: return "symbol count is not a multiple of the row width";
     case FSE_ERR_CTX: return "invalid context tables in a context-coded stream";
+    case FSE_ERR_CLASS: return "class index out of range (every class must be below the number of class tables)";
+    case FSE_ERR_VALUE: return "value out of range for the class coder (|v| must be <= 2^20)";
+    case FSE_ERR_ESCAPE: return "escape payload too long (magnitude above 2^20: corrupt stream)";
+    case FSE_ERR_TABLE_SHAPE: return "invalid class table shape (1..256 classes; an even number of symbols, 4..256 and at most 2^table_log; table log 5..12)";
+    case FSE_ERR_TABLE_COUNTS: return "invalid class table counts (every count must be >= 1 and every row must sum to 2^table_log)";
+    case FSE_ERR_TABLE_MEM: return "class table storage too small or misaligned";
+    case FSE_ERR_PMF: return "invalid probabilities (must be finite, >= 0, with a positive sum)";
     default: return "unknown error";
     }
 }
@@ -291,7 +298,7 @@ static void bucket_starts(uint16_t *start, const tdesc *t)
 {
     const uint32_t L = 1u << t->R;
     /* at most one occurrence of a symbol per bucket, so <= 256 (255 symbols of count 3
-     * and one of 2^12 - 765 all put one in bucket 2047): uint8 would wrap */
+     * and one of count 2^12 - 765 all put one in bucket 2047): uint8 would wrap */
     uint16_t cnt[FSE_MAX_L];
     memset(cnt, 0, L * sizeof cnt[0]);
     for (unsigned s = t->lo; s <= t->hi; s++) {
@@ -350,6 +357,13 @@ void build_dtable(dentry *T, const tdesc *t)
 
 void build_etable(etable *E, const tdesc *t)
 {
+    build_etable_into(E->st + FSE_MAX_L, E->tt, t);
+}
+
+/* slots: the 2^R state slots, with at least max q entries readable before them (stp
+ * points q entries before a symbol's slots); tt indexed by symbol */
+void build_etable_into(uint16_t *slots, symtt *tt, const tdesc *t)
+{
     uint16_t start[FSE_MAX_L];
     const uint32_t L = 1u << t->R;
     const unsigned R = t->R;
@@ -359,7 +373,7 @@ void build_etable(etable *E, const tdesc *t)
         const uint32_t q = t->q[s];
         if (!q) continue;
         uint64_t step = ((uint64_t)L << 32) / q, pos = step >> 1;
-        uint16_t *o = E->st + FSE_MAX_L + cumul;
+        uint16_t *o = slots + cumul;
         uint32_t k = 0;
         for (; k + 2 <= q; k += 2) {
             o[k] = (uint16_t)(L + start[pos >> 32]++); pos += step;
@@ -368,9 +382,9 @@ void build_etable(etable *E, const tdesc *t)
         for (; k < q; k++, pos += step) o[k] = (uint16_t)(L + start[pos >> 32]++);
         const unsigned maxBits = (q == 1) ? R : R - highbit32(q - 1);
         const uint32_t minStatePlus = q << maxBits;
-        E->tt[s].deltaNb = (maxBits << 16) - minStatePlus;
+        tt[s].deltaNb = (maxBits << 16) - minStatePlus;
         /* x >> nb lies in [q, 2q): stp points q entries before this symbol's slots */
-        E->tt[s].stp = E->st + FSE_MAX_L + cumul - q;
+        tt[s].stp = slots + cumul - q;
         cumul += q;
     }
 }

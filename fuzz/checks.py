@@ -7,6 +7,8 @@ decode_all(buf, verify=True, parser=False) -> outcome tag
     on a bug, returns "rejected-open" / "rejected-load" / "decoded" / "salvaged".
 check_stream(data) -> "accepted" | "accepted-long" | "rejected"
     every entry point of PIL_l3ic._fse on one stream (see fuzz/fuzz_fse.py).
+check_class_stream(data) -> "accepted" | "rejected"
+    the class coder's decoder on the same input read as 2 bytes of n + a stream (class_input).
 Allowed exceptions on bad input: OSError (ContainerError, ModelError, UnidentifiedImageError,
 Pillow's own truncation errors) and Image.DecompressionBombError; FSEError for _fse.
 """
@@ -211,4 +213,58 @@ def check_stream(data: bytes) -> str:
     again = fse.compress(out, width=width)
     if fse.decompress(again, n, width=width) != out:
         raise Finding("re-encoded stream does not round-trip")
+    return "accepted"
+
+
+# ----------------------------------------------------------------------------- class coder
+
+CLASS_SCALES = (0.3, 1.0, 3.0, 10.0)   # the fixed tables: one Laplace shape per class
+CLASS_E, CLASS_R = 6, 9                # values -6..6 in the tables, escapes beyond
+_class_tables: list = []
+
+
+def class_tables(fse):
+    """The harnesses' fixed ClassTables (fuzz/fuzz_fse.c builds the same ones)."""
+    if not _class_tables:
+        v = np.arange(-CLASS_E, CLASS_E + 1)
+        rows = []
+        for b in CLASS_SCALES:
+            p = np.exp(-np.abs(v) / b)
+            rows.append(np.append(p / p.sum() * 0.98, 0.02))
+        q = fse.normalize_counts(np.array(rows), CLASS_R)
+        _class_tables.append(fse.ClassTables(q, CLASS_R))
+    return _class_tables[0]
+
+
+def class_input(data: bytes):
+    """An input read as a class stream: n = the first 2 bytes (little-endian), the stream is
+    the rest; value i has class (i // 3) % 4.  -> (n, classes, stream)"""
+    n = int.from_bytes(data[:2], "little") if len(data) >= 2 else 0
+    return n, ((np.arange(n) // 3) % len(CLASS_SCALES)).astype(np.uint8), bytes(data[2:])
+
+
+def check_class_stream(data: bytes) -> str:
+    """decompress_classes / decompress_classes_batch on class_input(data): only FSEError on a
+    bad stream; an accepted one is what compress_classes writes for the decoded values."""
+    fse = _common.fse_module()
+    t = class_tables(fse)
+    n, cls, stream = class_input(data)
+    try:
+        out = fse.decompress_classes(stream, cls, t)
+    except fse.FSEError:
+        try:
+            fse.decompress_classes_batch([stream], cls[None], t, threads=1)
+        except fse.FSEError:
+            return "rejected"
+        raise Finding("decompress_classes_batch accepted a stream decompress_classes rejected")
+    if out.shape != (n,) or out.dtype != np.int32:
+        raise Finding(f"decompress_classes returned {out.dtype} {out.shape} for n = {n}")
+    if n and int(np.abs(out.astype(np.int64)).max()) > fse.MAX_CLASS_VALUE:
+        raise Finding("decompress_classes returned a value above 2^20")
+    batch = fse.decompress_classes_batch([stream, bytearray(stream)], np.stack([cls, cls]), t,
+                                         threads=2)
+    if not (np.array_equal(batch[0], out) and np.array_equal(batch[1], out)):
+        raise Finding("decompress_classes_batch differs from decompress_classes")
+    if fse.compress_classes(out, cls, t) != stream:
+        raise Finding("an accepted class stream is not the encoder's stream of its values")
     return "accepted"

@@ -19,10 +19,16 @@
  *     not divide n, and decoded with a width taken from n (its largest divisor <= sqrt(n)),
  *     plain streams with that width too (same result as without); the round trip then goes
  *     through fse_compress_ctx with that width.
+ *   - read as a class-coder input (2 bytes of n, little-endian, then the stream; value i has
+ *     class (i / 3) % 4; fixed tables: those of fuzz/checks.class_tables), fse_decompress_classes
+ *     reads only the stream (an exact-size copy) and writes only n values, the batch call
+ *     agrees, and an accepted stream is byte for byte what fse_compress_classes writes for the
+ *     decoded values (|v| <= 2^20).
  * Any violation calls abort(), which libFuzzer reports as a crash, as does an input that takes
  * more than LIMIT_CPU_S seconds of CPU time (a hang; libFuzzer's own -timeout is wall-clock and
  * fires when the campaign is merely paused or starved, so run_campaign.sh sets it far higher).
  */
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,11 +46,78 @@ static void fail(const char *what, int code)
     abort();
 }
 
+/* the class coder's fixed tables: per class a Laplace shape over -6..6 (mass 0.98), escape 0.02 */
+#define CLASS_K 4
+#define CLASS_E 6
+#define CLASS_S (2 * CLASS_E + 2)
+#define CLASS_R 9
+static const fse_class_tables *class_tables;
+
+static void class_init(void)
+{
+    static const double scale[CLASS_K] = {0.3, 1.0, 3.0, 10.0};
+    uint32_t q[CLASS_K * CLASS_S];
+    for (int k = 0; k < CLASS_K; k++) {
+        double p[CLASS_S], sum = 0.0;
+        for (int v = -CLASS_E; v <= CLASS_E; v++) {
+            p[v + CLASS_E] = exp(-abs(v) / scale[k]);
+            sum += p[v + CLASS_E];
+        }
+        for (int j = 0; j <= 2 * CLASS_E; j++) p[j] = p[j] / sum * 0.98;
+        p[CLASS_S - 1] = 0.02;
+        int e = fse_normalize_pmf(q + k * CLASS_S, p, CLASS_S, CLASS_R);
+        if (e) fail("fse_normalize_pmf", e);
+    }
+    size_t size = fse_class_tables_size(CLASS_K, CLASS_S, CLASS_R);
+    void *mem = malloc(size);
+    int e = mem ? fse_class_tables_init(mem, size, q, CLASS_K, CLASS_S, CLASS_R) : -1;
+    if (e) fail("fse_class_tables_init", e);
+    class_tables = (const fse_class_tables *)mem;
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc; (void)argv;
     fse_init();
+    class_init();
     return 0;
+}
+
+static void check_class(const uint8_t *data, size_t size)
+{
+    const size_t n = size >= 2 ? (size_t)data[0] | (size_t)data[1] << 8 : 0;
+    const size_t ss = size >= 2 ? size - 2 : 0;
+    uint8_t *stream = malloc(ss ? ss : 1), *cls = malloc(n ? n : 1);
+    int32_t *out = malloc(n ? 4 * n : 4), *two = malloc(n ? 8 * n : 4);
+    if (ss) memcpy(stream, data + 2, ss);   /* exact size: ASan sees any read outside it */
+    for (size_t i = 0; i < n; i++) cls[i] = (uint8_t)((i / 3) % CLASS_K);
+    int e = fse_decompress_classes(out, cls, n, stream, ss, class_tables);
+    if (e > 0) fail("decompress_classes returned a positive code", e);
+    {   /* the batch call (two copies, up to two threads) agrees */
+        uint8_t *cls2 = malloc(n ? 2 * n : 1);
+        const uint8_t *blobs[2] = {stream, stream};
+        size_t lens[2] = {ss, ss};
+        int errs[2] = {1, 1};
+        if (n) { memcpy(cls2, cls, n); memcpy(cls2 + n, cls, n); }
+        fse_decompress_classes_batch(two, errs, blobs, lens, cls2, 2, n, class_tables, 2);
+        if (errs[0] != e || errs[1] != e) fail("class batch status differs", errs[0]);
+        if (e == 0 && n && (memcmp(out, two, 4 * n) || memcmp(out, two + n, 4 * n)))
+            fail("class batch output differs", 0);
+        free(cls2);
+    }
+    if (e == 0) {   /* canonical: re-encoding gives the stream back */
+        for (size_t i = 0; i < n; i++)
+            if (out[i] > FSE_CLASS_MAX_VALUE || out[i] < -FSE_CLASS_MAX_VALUE)
+                fail("class value above 2^20", out[i]);
+        size_t cap = fse_class_bound(n);
+        uint8_t *enc = malloc(cap);
+        ptrdiff_t r = fse_compress_classes(enc, cap, out, cls, n, class_tables);
+        if (r < 0) fail("compress_classes failed on decoded values", (int)r);
+        if ((size_t)r != ss || (ss && memcmp(enc, stream, ss)))
+            fail("accepted class stream differs from the encoder's", 0);
+        free(enc);
+    }
+    free(stream); free(cls); free(out); free(two);
 }
 
 /* the width the harness decodes with: the largest divisor of n up to sqrt(n) (1 for primes) */
@@ -157,6 +230,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     clock_t t0 = clock();   /* CPU time of the process (both batch threads count) */
     check_one(data, size);
+    check_class(data, size);
     if ((double)(clock() - t0) / CLOCKS_PER_SEC > LIMIT_CPU_S)
         fail("input took more than 2 s of CPU time", 0);
     return 0;

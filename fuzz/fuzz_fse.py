@@ -9,7 +9,10 @@ without clang.  Each input is one stream.  Checked:
     (a ValueError) on a bad stream, and agree with each other;
   - ``decompress(blob, n)`` with the wrong n is refused before anything is allocated;
   - an accepted stream has the length it declares, round-trips through ``compress``, and
-    decodes identically alone and in a batch (with a copy of itself, two threads).
+    decodes identically alone and in a batch (with a copy of itself, two threads);
+  - read as a class-coder input (2 bytes of n, then the stream; fixed tables and classes,
+    checks.class_input), ``decompress_classes`` and its batch call raise only ``FSEError``,
+    agree, and an accepted stream is exactly what ``compress_classes`` writes for its values.
 ``decompress(blob)`` without n is called only when the declared n is small: a run stream of 5
 bytes may legitimately declare 2^31 - 1 symbols (see docs/security.md: callers decoding
 untrusted data pass n, as the codec does).
@@ -36,6 +39,7 @@ LIMIT_S = float(os.environ.get("FUZZ_LIMIT_S", "2.0"))
 def TestOneInput(data: bytes) -> None:
     t0 = time.process_time()
     checks.check_stream(data)
+    checks.check_class_stream(data)
     spent = time.process_time() - t0
     if spent > LIMIT_S:
         raise checks.Finding(f"input took {spent:.2f} s of CPU time (limit {LIMIT_S} s)")

@@ -12,7 +12,8 @@ decode/: every mode (RGB, L, RGBA, LA) x every quality (16c, 32c, 64c) x every s
 fse/: every distinct channel stream of those files, plus streams from ``_fse.compress`` on
     synthetic channels covering every stream mode (run, raw, tANS with 5- and 8-bit symbols,
     context tANS coded with the width the harnesses decode with, fuzz/_common.width_for)
-    and every state count (1, 2, 4 states: n < 16384, < 32000, larger), edge lengths 0..3.
+    and every state count (1, 2, 4 states: n < 16384, < 32000, larger), edge lengths 0..3;
+    and class-coder inputs (cls_*.fse: 2 bytes of n, then a stream; fuzz/checks.class_input).
 Prints a summary; deterministic for given models and extension.
 """
 from __future__ import annotations
@@ -144,13 +145,39 @@ def make(outdir: str) -> dict[str, int]:
     for s, name in streams.items():
         with open(os.path.join(fdir, name + ".fse"), "wb") as f:
             f.write(s)
+    nclass = _class_seeds(fse, fdir, rng)
     modes = {}
     for s in streams:
         m = fse.stream_info(s)
         key = f"{m['mode']}/S{m['states']}" if m["mode"].startswith("tans") else m["mode"]
         modes[key] = modes.get(key, 0) + 1
-    summary = {"decode_files": len(files), "fse_streams": len(streams), **modes}
+    summary = {"decode_files": len(files), "fse_streams": len(streams), **modes,
+               "class_streams": nclass}
     return summary
+
+
+def _class_seeds(fse, fdir, rng) -> int:
+    """Class-coder inputs (checks.class_input: 2 bytes of n, then the stream) with the
+    harnesses' fixed tables: 1, 2, 4 states, no escapes, some, many (up to 2^20)."""
+    import checks
+    t = checks.class_tables(fse)
+    count = 0
+    for n, esc in ((0, 0.0), (1, 0.0), (1, 1.0), (7, 0.3), (300, 0.0), (4096, 0.01),
+                   (16384, 0.05), (40000, 0.002), (65535, 0.0)):
+        _, cls, _ = checks.class_input(n.to_bytes(2, "little"))
+        scale = np.asarray(checks.CLASS_SCALES)[cls]
+        vals = np.clip(np.rint(rng.laplace(0.0, 1.0, n) * scale), -checks.CLASS_E, checks.CLASS_E)
+        wide = rng.random(n) < esc
+        tail = np.minimum(rng.pareto(0.5, int(wide.sum())), 1 << 20).astype(np.int64)
+        vals[wide] = rng.choice([-1, 1], int(wide.sum())) * np.minimum(
+            checks.CLASS_E + 1 + tail, 1 << 20)
+        s = fse.compress_classes(vals.astype(np.int32), cls, t)
+        if not np.array_equal(fse.decompress_classes(s, cls, t), vals):
+            raise RuntimeError(f"class seed of {n} values does not round-trip")
+        with open(os.path.join(fdir, f"cls_{n}_{esc}.fse"), "wb") as f:
+            f.write(n.to_bytes(2, "little") + s)
+        count += 1
+    return count
 
 
 if __name__ == "__main__":

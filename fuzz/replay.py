@@ -62,6 +62,7 @@ def main(argv=None) -> int:
                     counts[checks.decode_all(buf, verify=True, parser=True, salvage=True)] += 1
             else:
                 counts[checks.check_stream(data)] += 1
+                counts["class-" + checks.check_class_stream(data)] += 1
         except Exception:  # noqa: BLE001  (a finding: report it)
             traceback.print_exc()
             print(f"FINDING: {path}", file=sys.stderr)
