@@ -8,7 +8,7 @@ and ``ImageOps.exif_transpose`` behave as for any other format).  Modes: RGB, L,
 With ``ImageFile.LOAD_TRUNCATED_IMAGES = True`` a file cut inside its channel streams decodes
 the intact channels and the missing ones as zeros (a missing alpha plane as opaque).
 ``im.verify()`` checks every CRC without decoding; an opened image also carries
-``im.l3ic_model`` ("16c"/"32c"/"64c") and ``im.l3ic_layout`` (``container.Layout``).
+``im.l3ic_model`` ("16c"/"32c"/"64c", or "hp") and ``im.l3ic_layout`` (``container.Layout``).
 
 Save options
     quality       "16c" | "32c" (default) | "64c", or "low" | "medium" | "high" (the same three
@@ -17,6 +17,9 @@ Save options
     exif          bytes or ``Image.Exif`` (not copied from ``im.info`` unless given, as in
                   Pillow's JPEG/PNG/WebP plugins).
     xmp           bytes or str (UTF-8), likewise only when given.
+    model         "l3ic" (default: the three release 0.1.0 models) or "hp" (the
+                  variable-rate hyperprior model, file format version 3: quality then takes
+                  the presets or any number 0-100; see docs/hyperprior.md).
     refine        int 0..1000, default 0: encoder-side refinement steps (``refine.py``): each
                   step runs the model's refiner network (about 0.2 s at 512x512 on 2 cores), so
                   encoding is slower; decoding and the file format are unchanged.  ~30 steps
@@ -41,7 +44,7 @@ from typing import IO
 import numpy as np
 from PIL import Image, ImageFile
 
-from . import codec, container, runtime
+from . import codec, container, options, runtime
 
 FORMAT = "L3IC"
 EXTENSIONS = [".l3c"]
@@ -68,7 +71,8 @@ class L3icImageFile(ImageFile.ImageFile):
             if value is not None:
                 self.info[key] = value
         self.l3ic_layout = layout                         # container.Layout
-        self.l3ic_model = runtime.QUALITY_BY_ID[header.model_id]
+        self.l3ic_model = ("hp" if header.model_id == container.HP_MODEL_ID
+                           else runtime.QUALITY_BY_ID[header.model_id])
         self.tile = [ImageFile._Tile("l3ic", (0, 0) + header.size, layout.base, (layout,))]
 
     def verify(self) -> None:
@@ -137,7 +141,10 @@ def _bytes_option(name: str, value) -> bytes | None:
 
 def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     info = im.encoderinfo
-    quality = codec.resolve_quality(info.get("quality", DEFAULT_QUALITY))
+    family = options.check_family(info.get("model", options.DEFAULT_FAMILY))
+    quality = info.get("quality", DEFAULT_QUALITY)
+    if family == "l3ic":
+        quality = codec.resolve_quality(quality)
     refine = codec.check_refine(info.get("refine", 0))
     icc = _bytes_option("icc_profile", info.get("icc_profile", im.info.get("icc_profile")))
     exif = info.get("exif")
@@ -152,7 +159,7 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     frame = _codec_image(im)
     frame.load()
     data = codec.encode_image(np.asarray(frame), frame.mode, quality, icc=icc, exif=exif,
-                              xmp=xmp, refine=refine)
+                              xmp=xmp, refine=refine, family=family)
     _write_all_or_nothing(fp, data)
 
 

@@ -52,7 +52,7 @@ from typing import BinaryIO, Sequence
 
 import numpy as np
 
-from . import container, runtime
+from . import container, options, runtime
 from . import refine as _refine
 from .container import ContainerError, Header
 
@@ -68,15 +68,13 @@ MAX_REFINE = 1000     # refinement steps (refine.py) accepted by encode
 # its backward pass (a 1920x1080 window took 2.4 GB), a 512 px tile about 0.4 GB.
 REFINE_TILE = 512
 _MAX_INDEX = 31
-_QUALITY_NAMES = {"low": "16c", "medium": "32c", "high": "64c"}
 
 
 def resolve_quality(quality: str | int) -> str:
     """Map a quality option to a model name (see the module docstring); ValueError otherwise."""
     if isinstance(quality, str):
-        q = quality.strip().lower()
-        q = _QUALITY_NAMES.get(q, q)
-        if q in runtime.MODEL_IDS:
+        q = options.preset(quality)
+        if q is not None:
             return q
     elif isinstance(quality, (int, np.integer)) and not isinstance(quality, bool):
         if 1 <= quality <= 40:
@@ -187,10 +185,8 @@ def _synthesise(net, lat: np.ndarray, H: int, W: int, gray: bool = False,
                 px = y[0, Y0 - 8 * rs:Y1 - 8 * rs, X0 - 8 * cs:X1 - 8 * cs]
                 np.rint(px, out=px)             # in place: the output tensor is scratch now
                 np.clip(px, 0, 255, out=px)
-                if gray:   # Pillow's RGB -> L: (299 R + 587 G + 114 B) / 1000 in 16-bit fixed point
-                    px = px.astype(np.uint32)
-                    dest[Y0:Y1, X0:X1] = (px[..., 0] * 19595 + px[..., 1] * 38470
-                                          + px[..., 2] * 7471 + 0x8000) >> 16
+                if gray:
+                    dest[Y0:Y1, X0:X1] = _luma(px)
                 else:
                     dest[Y0:Y1, X0:X1] = px
 
@@ -311,9 +307,20 @@ def check_model(header: Header) -> runtime.ModelInfo:
     return info
 
 
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    """Pillow's RGB -> L: (299 R + 587 G + 114 B) / 1000 in 16-bit fixed point."""
+    px = rgb.astype(np.uint32)
+    return ((px[..., 0] * 19595 + px[..., 1] * 38470 + px[..., 2] * 7471 + 0x8000) >> 16
+            ).astype(np.uint8)
+
+
 def decode(header: Header, streams: Sequence[bytes | None], *, gray: bool = False,
            allow_truncated: bool = False, tile: int | None = None) -> np.ndarray:
     """Channel streams -> (H, W, 3) RGB, or (H, W) luma if ``gray``."""
+    if header.model_id == container.HP_MODEL_ID:
+        from . import hp_codec
+        rgb = hp_codec.decode(header, streams, threads=runtime.num_threads())
+        return _luma(rgb) if gray else rgb
     info = check_model(header)
     if len(streams) != info.channels:
         raise ValueError(f"model {info.quality} needs {info.channels} streams, got {len(streams)}")
@@ -327,8 +334,10 @@ _SHAPES = {"RGB": (3, 3), "L": (2, None), "RGBA": (3, 4), "LA": (3, 2)}
 
 def encode_image(pixels: np.ndarray, mode: str, quality: str | int = "32c", *,
                  icc: bytes | None = None, exif: bytes | None = None, xmp: bytes | None = None,
-                 tile: int | None = None, refine: int = 0) -> bytes:
-    """A whole .l3c file in memory (see the module docstring for ``mode`` and shapes)."""
+                 tile: int | None = None, refine: int = 0, family: str = "l3ic") -> bytes:
+    """A whole .l3c file in memory (see the module docstring for ``mode`` and shapes).
+    family "hp" writes a version 3 file with the hyperprior model (hp_codec)."""
+    options.check_family(family)
     if mode not in _SHAPES:
         raise ValueError(f"unsupported mode {mode!r} (use RGB, L, RGBA or LA)")
     _check_pixels(pixels, [_SHAPES[mode]], f"{mode} image")
@@ -336,7 +345,15 @@ def encode_image(pixels: np.ndarray, mode: str, quality: str | int = "32c", *,
     alpha = None
     if mode in container.ALPHA_MODES:
         alpha = zlib.compress(np.ascontiguousarray(pixels[..., -1]), 6)
-    fields, streams, modes = encode(colour, quality, tile=tile, refine=refine)
+    if family == "hp":
+        from . import hp_codec
+        level = hp_codec.resolve_level(quality)
+        if refine:
+            raise ValueError("refine is not available for the hp model family (its refiner "
+                             "network does not exist yet)")
+        fields, streams, modes = hp_codec.encode(colour, level, threads=runtime.num_threads())
+    else:
+        fields, streams, modes = encode(colour, quality, tile=tile, refine=refine)
     return container.pack(Header(mode=mode, **fields), streams, modes, icc=icc, exif=exif,
                           xmp=xmp, alpha=alpha)
 
@@ -368,7 +385,8 @@ def decode_image(fp: BinaryIO | bytes, layout: container.Layout | None = None, *
     if layout is None:
         layout = container.read_layout(fp)
     header = layout.header
-    check_model(header)
+    if header.model_id != container.HP_MODEL_ID:
+        check_model(header)
     streams = container.read_channels(fp, layout, allow_truncated=allow_truncated)
     blob = container.read_alpha(fp, layout, allow_truncated=allow_truncated)
     gray = header.mode in ("L", "LA")

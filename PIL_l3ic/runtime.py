@@ -372,6 +372,47 @@ class Refiner(Network):
             return it.get_tensor(self._grad_out)[0], float(it.get_tensor(self._value_out).ravel()[0])
 
 
+class FileNetwork(Network):
+    """A network of the hp family (hp_codec): one .tflite file, one float32 input of c_in
+    channels and one output of c_out channels, dynamic height and width."""
+
+    def __init__(self, path: Path, c_in: int, c_out: int):
+        self.info, self.kind, self.path = None, path.name, path
+        self._channels = (c_in, c_out)
+        self._lock = threading.Lock()
+        self._shape = None
+        self._allocated = False
+        self.delegate = None
+        self._interpreter = self._create()
+
+    def _check(self, it) -> None:
+        ins, outs = it.get_input_details(), it.get_output_details()
+        sigs = [list(d.get("shape_signature", d["shape"])) for d in (*ins, *outs)]
+        if (len(ins), len(outs)) != (1, 1) or [s[-1] for s in sigs] != list(self._channels) \
+                or any(len(s) != 4 for s in sigs):
+            raise ModelError(f"l3ic model file {self.path} has inputs/outputs {sigs}, expected "
+                             f"[1, H, W, {self._channels[0]}] -> [1, h, w, {self._channels[1]}]")
+
+
+def file_network(path: Path, c_in: int, c_out: int) -> FileNetwork:
+    """The FileNetwork of a model file, created on first use and cached (per thread setting)."""
+    key = (str(path), "file", f"{c_in}-{c_out}")
+    with _lock:
+        net = _networks.get(key)
+    if net is not None:
+        return net
+    with _create_lock:
+        with _lock:
+            net = _networks.get(key)
+        if net is None:
+            if not path.is_file():
+                raise ModelError(f"l3ic model file not found: {path}")
+            net = FileNetwork(path, c_in, c_out)
+            with _lock:
+                _networks[key] = net
+    return net
+
+
 def network(quality: str | int, kind: str) -> Network:
     """The encoder, decoder or refiner network of a model, created on first use and cached;
     ModelError for a refiner the model does not have."""

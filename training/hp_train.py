@@ -38,6 +38,7 @@ class Recipe:
     checkpoint_minutes: float = 5.0
     val_crop: int = 256
     precision: str = "bfloat16"
+    warm_lr_scale: float = 0.1     # l3ic8: the warm-started transform learns 10x slower
 
 
 def parse_args(argv=None):
@@ -46,7 +47,10 @@ def parse_args(argv=None):
     p.add_argument("--name", required=True, help="run name (training/runs/<name>/)")
     p.add_argument("--minutes", type=float, default=600.0, help="wall-clock budget of this call")
     p.add_argument("--threads", type=int, default=0, help="TF intra-op threads (0: all cores)")
-    p.add_argument("--init", help="start from these weights (.npz) when the run has no checkpoint")
+    p.add_argument("--init", help="start from these weights (.npz, e.g. the committed "
+                   "training/weights/l3ic_hp.npz) when the run has no checkpoint")
+    p.add_argument("--save-compact", metavar="NPZ", help="at the end, also write the weights "
+                   "as float16 without Adam's state (the committed format)")
     p.add_argument("--seed", type=int, default=0)
     for f in dataclasses.fields(Recipe):
         p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
@@ -81,9 +85,18 @@ class Trainer:
             init, _ = weights.load_npz(weights.committed_path("64c"))
         self.model = hp_model.HyperpriorModel(recipe.transform, recipe.precision == "bfloat16",
                                               init_arrays=init)
-        self.variables = self.model.trainable_variables
-        self.optimizer = keras.optimizers.Adam(learning_rate=recipe.lr)
-        self.optimizer.build(self.variables)
+        # warm-started transform layers (l3ic8) learn at lr x warm_lr_scale, the rest at lr
+        warm = recipe.transform == "l3ic8" and recipe.warm_lr_scale != 1.0
+        transform = {id(v) for net in (self.model.g_a, self.model.g_s)
+                     for v in net.trainable_variables} if warm else set()
+        self.groups = [[v for v in self.model.trainable_variables if id(v) not in transform]]
+        if transform:
+            self.groups.append([v for v in self.model.trainable_variables if id(v) in transform])
+        self.variables = [v for g in self.groups for v in g]
+        self.optimizers = [keras.optimizers.Adam(learning_rate=recipe.lr) for _ in self.groups]
+        for opt, group in zip(self.optimizers, self.groups):
+            opt.build(group)
+        self.lr_scales = [1.0, recipe.warm_lr_scale][:len(self.groups)]
         self.lambdas = tf.constant(np.array(hp_model.LAMBDAS, np.float32) * 255.0 ** 2)
         print("loading images ...", flush=True)
         self.sampler = data.PatchSampler(data.load_training_images(recipe.patch), recipe.patch,
@@ -95,26 +108,43 @@ class Trainer:
     # -- checkpoints --------------------------------------------------------------------------
     def save(self, path):
         arrays = {k: v.numpy() for k, v in self.model.all_variables().items()}
-        opt = {f"opt/{i}": v.numpy() for i, v in enumerate(self.optimizer.variables)}
+        opt = {f"opt/{i}": v.numpy() for i, v in enumerate(self._optimizer_variables())}
         meta = {"meta/state": np.array(json.dumps(dataclasses.asdict(self.state))),
                 "meta/recipe": np.array(json.dumps(dataclasses.asdict(self.recipe)))}
         tmp = path + ".tmp.npz"
         np.savez(tmp, **arrays, **opt, **meta)
         os.replace(tmp, path)
 
+    def save_compact(self, path):
+        """The weights as compressed float16 with the trainer state, without Adam's moments:
+        what is committed (training/weights/), and what a later run resumes from."""
+        arrays = {k: v.numpy().astype(np.float16) for k, v in self.model.all_variables().items()}
+        meta = {"meta/state": np.array(json.dumps(dataclasses.asdict(self.state))),
+                "meta/recipe": np.array(json.dumps(dataclasses.asdict(self.recipe)))}
+        np.savez_compressed(path, **arrays, **meta)
+
     def load(self, path, with_optimizer=True):
+        """Weights (and, from a checkpoint, Adam's state) of a checkpoint or compact file; the
+        trainer state when the file has one."""
         with np.load(path) as f:
             for k, v in self.model.all_variables().items():
                 v.assign(f[k].astype(np.float32))
-            if with_optimizer and "meta/state" in f.files:
-                for i, v in enumerate(self.optimizer.variables):
-                    v.assign(f[f"opt/{i}"])
+            if "meta/state" in f.files:
                 self.state = State(**json.loads(str(f["meta/state"])))
+            if with_optimizer and "opt/0" in f.files:
+                for i, v in enumerate(self._optimizer_variables()):
+                    v.assign(f[f"opt/{i}"])
+            else:   # fresh moments: warm the learning rate up again from here
+                self.warm_from = self.state.step
         self.sampler.rng = np.random.default_rng(self.state.step)
+
+    def _optimizer_variables(self):
+        return [v for opt in self.optimizers for v in opt.variables]
 
     # -- one step -----------------------------------------------------------------------------
     def _make_step(self):
-        tf, model, variables, optimizer = self.tf, self.model, self.variables, self.optimizer
+        tf, model, variables = self.tf, self.model, self.variables
+        groups, optimizers, scales = self.groups, self.optimizers, self.lr_scales
         lambdas = self.lambdas
         pixels = float(self.recipe.patch ** 2)
 
@@ -128,14 +158,19 @@ class Trainer:
             grads = tape.gradient(loss, variables)
             norm = tf.linalg.global_norm(grads)
             grads, _ = tf.clip_by_global_norm(grads, clip, use_norm=norm)
-            optimizer.learning_rate.assign(lr)
-            optimizer.apply_gradients(zip(grads, variables))
+            start = 0
+            for group, opt, scale in zip(groups, optimizers, scales):
+                opt.learning_rate.assign(lr * scale)
+                opt.apply_gradients(zip(grads[start:start + len(group)], group))
+                start += len(group)
             return loss, tf.reduce_mean(mse), tf.reduce_mean(bpp), norm
         return step
 
+    warm_from = 0
+
     def learning_rate(self):
         r = self.recipe
-        return r.lr * min(1.0, (self.state.step + 1) / max(1, r.lr_warmup))
+        return r.lr * min(1.0, (self.state.step - self.warm_from + 1) / max(1, r.lr_warmup))
 
     def train_step(self):
         r, s, tf = self.recipe, self.state, self.tf
@@ -220,8 +255,10 @@ def main(argv=None):
         print(f"resumed {ckpt} at step {trainer.state.step}", flush=True)
     elif args.init:
         trainer.load(args.init, with_optimizer=False)
-        print(f"started from {args.init}", flush=True)
+        print(f"started from {args.init} at step {trainer.state.step}", flush=True)
     trainer.run(args.minutes)
+    if args.save_compact:
+        trainer.save_compact(args.save_compact)
     print(f"done: step {trainer.state.step}", flush=True)
 
 
