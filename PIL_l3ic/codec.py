@@ -52,16 +52,12 @@ from typing import BinaryIO, Sequence
 
 import numpy as np
 
-from . import container, options, runtime
+from . import container, options, runtime, tiling
+from .tiling import DEFAULT_TILE, WHOLE_IMAGE_PIXELS  # noqa: F401  (part of this API)
 from . import refine as _refine
 from .container import ContainerError, Header
 
 MARGIN = 5            # latent cells of context around each tile core (see the docstring)
-DEFAULT_TILE = 1024   # pixels per tile core side (a multiple of 8)
-# With the default tile, images up to this many pixels (1920x1080 and a little more) run in one
-# window: no overlap work (8 % at 1080p), and int8 output equals whole-image inference.  Memory
-# for one such window is about twice that of a 1024 px tile.
-WHOLE_IMAGE_PIXELS = 2_300_000
 ZERO_INDEX = 15       # index of the codebook value 0
 MAX_REFINE = 1000     # refinement steps (refine.py) accepted by encode
 # Refinement runs on tiles of at most this many pixels: the refiner keeps every activation for
@@ -88,30 +84,14 @@ def resolve_quality(quality: str | int) -> str:
 
 
 def _tile_cells(tile: int | None, h: int, w: int) -> int:
-    """Tile core side in latent cells for an h x w latent (see WHOLE_IMAGE_PIXELS)."""
-    if tile is None:
-        return max(h, w) if h * w * 64 <= WHOLE_IMAGE_PIXELS else DEFAULT_TILE // 8
-    if isinstance(tile, bool) or not isinstance(tile, int) or tile < 8 or tile % 8:
-        raise ValueError(f"tile must be a positive multiple of 8 pixels, not {tile!r}")
-    return tile // 8
+    """Tile core side in latent cells for an h x w latent (tiling.tile_cells, stride 8)."""
+    return tiling.tile_cells(tile, h, w, 8)
 
 
 def _spans(n: int, tile: int, margin: int | None = None
            ) -> tuple[list[tuple[int, int, int]], int]:
-    """Split n latent cells into near-equal cores of at most ``tile`` cells.  Returns
-    ([(core_start, core_end, window_start)], window_size): every window has the same size,
-    contains its core and at least ``margin`` cells either side where the image goes on."""
-    margin = MARGIN if margin is None else margin
-    if n <= tile + 2 * margin:
-        return [(0, n, 0)], n
-    count = -(-n // tile)
-    core = -(-n // count)
-    size = core + 2 * margin
-    spans = []
-    for start in range(0, n, core):
-        end = min(start + core, n)
-        spans.append((start, end, min(max(start - margin, 0), n - size)))
-    return spans, size
+    """tiling.spans with this model family's MARGIN by default."""
+    return tiling.spans(n, tile, MARGIN if margin is None else margin)
 
 
 def _check_output(net, out, shape) -> None:

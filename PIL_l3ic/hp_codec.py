@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import runtime
+from . import runtime, tiling
 from .hyperprior import HyperError, HyperSynthesis
 
 MODEL_NAME = "l3ic_hp"
@@ -129,6 +129,25 @@ def _run(net, x: np.ndarray) -> np.ndarray:
     return net.run((1, *x.shape), fill, lambda out: out[0].copy())
 
 
+def _tiled(model: HpModel, net, src: np.ndarray, h: int, w: int, src_cell: int, dst_cell: int,
+           channels: int, tile: int | None) -> np.ndarray:
+    """Run ``net`` window by window over an h x w latent grid (tiling.spans, the model's margin
+    in latent cells): src has src_cell x src_cell values per latent cell, the output
+    dst_cell x dst_cell; each window's core is kept."""
+    t = tiling.tile_cells(tile, h, w, model.stride)
+    margin = int(model.info.get("margin", 4))
+    rows, wh = tiling.spans(h, t, margin)
+    cols, ww = tiling.spans(w, t, margin)
+    out = np.empty((h * dst_cell, w * dst_cell, channels), np.float32)
+    for r0, r1, rs in rows:
+        for c0, c1, cs in cols:
+            window = src[rs * src_cell:(rs + wh) * src_cell, cs * src_cell:(cs + ww) * src_cell]
+            y = _run(net, np.ascontiguousarray(window, np.float32))
+            out[r0 * dst_cell:r1 * dst_cell, c0 * dst_cell:c1 * dst_cell] = \
+                y[(r0 - rs) * dst_cell:(r1 - rs) * dst_cell, (c0 - cs) * dst_cell:(c1 - cs) * dst_cell]
+    return out
+
+
 def _pad(rgb: np.ndarray, multiple: int) -> np.ndarray:
     H, W = rgb.shape[:2]
     ph, pw = -H % multiple, -W % multiple
@@ -137,12 +156,14 @@ def _pad(rgb: np.ndarray, multiple: int) -> np.ndarray:
     return np.pad(rgb, ((0, ph), (0, pw), (0, 0)), mode="edge") if ph or pw else rgb
 
 
-def analyse(model: HpModel, rgb: np.ndarray, level: float):
+def analyse(model: HpModel, rgb: np.ndarray, level: float, tile: int | None = None):
     """(H, W, 3) or (H, W) uint8 -> (r (M, h, w) int32, class (M, h, w) uint8,
     z values (NZ, zh, zw) int32 minus offsets)."""
     gain, _ = model.gains(level)
-    x = _pad(rgb, model.pad).astype(np.float32)
-    y_s = _run(model.encoder, x) * gain
+    x = _pad(rgb, model.pad)
+    h, w = x.shape[0] // model.stride, x.shape[1] // model.stride
+    y_s = _tiled(model, model.encoder, x, h, w, model.stride, 1, model.channels, tile)
+    y_s *= gain
     z_hat = np.rint(_run(model.hyper_encoder, y_s)).astype(np.int64)
     z_hat = np.clip(z_hat, -(1 << 20), 1 << 20)
     mean, classes = model.hyper(z_hat)
@@ -157,11 +178,12 @@ def hyper(model: HpModel, z_vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def synthesise(model: HpModel, mean: np.ndarray, r: np.ndarray, level: float,
-               height: int, width: int) -> np.ndarray:
+               height: int, width: int, tile: int | None = None) -> np.ndarray:
     """Means (h, w, M) and residuals (M, h, w) -> (H, W, 3) uint8."""
     _, inverse_gain = model.gains(level)
     y_hat = (r.transpose(1, 2, 0).astype(np.float32) + mean) * inverse_gain
-    px = _run(model.decoder, y_hat)[:height, :width]
+    h, w = y_hat.shape[:2]
+    px = _tiled(model, model.decoder, y_hat, h, w, 1, model.stride, 3, tile)[:height, :width]
     np.rint(px, out=px)
     np.clip(px, 0, 255, out=px)
     return px.astype(np.uint8)

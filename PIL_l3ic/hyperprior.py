@@ -15,13 +15,15 @@ element) is run here, not by LiteRT:
   per-channel float64 constants stored in the model file (no exp/log at run time).
 
 Model file (``<model>_hyper.npz``, written by training.hp_export; no pickles):
-    layer<i>_kernel  float64 (9 * cin, cout) integer-valued, rows in (ky, kx, cin) order
+    layer<i>_kernel  float64 (k * k * cin, cout) integer-valued, k = 3 (rows in (ky, kx, cin)
+                     order) or 1
     layer<i>_bias    float64 (cout,) integer-valued
     layer<i>_requant float64 (cout,)   hidden layers: accumulator -> next layer's integers
     mean_mul         float64 (M,)      last layer: mean = acc[:, :M] * mean_mul
     class_mul, class_add  float64 (M,) last layer: class from acc[:, M:]
     meta             int64 [layers, M, classes, act_max]
-Hidden layers are followed by ReLU and depth-to-space (factor 2).
+Hidden layers are 3x3, each followed by ReLU and depth-to-space (factor 2); the last layer is
+3x3 or 1x1.
 """
 from __future__ import annotations
 
@@ -71,17 +73,18 @@ class HyperSynthesis:
         except (KeyError, ValueError, TypeError) as e:
             raise HyperError(f"malformed hyper-synthesis model: {e}") from None
         self.m, self.classes, self.act_max = m, classes, act_max
-        self.nz = self.kernels[0].shape[0] // 9
+        self.nz = self.kernels[0].shape[0] // 9 if self.kernels else 0
         self._check()
 
     def _check(self) -> None:
-        cin, in_max = self.nz, None
+        cin = self.nz
         for i, (k, b) in enumerate(zip(self.kernels, self.biases)):
-            if k.ndim != 2 or k.shape[0] != 9 * cin or b.shape != (k.shape[1],):
+            last = i == len(self.kernels) - 1
+            sizes = (9 * cin, cin) if last else (9 * cin,)
+            if k.ndim != 2 or k.shape[0] not in sizes or b.shape != (k.shape[1],):
                 raise HyperError(f"layer {i}: kernel {k.shape} / bias {b.shape} do not chain")
             if np.any(k != np.round(k)) or np.abs(k).max() > WEIGHT_MAX:
                 raise HyperError(f"layer {i}: kernel is not integers within {WEIGHT_MAX}")
-            last = i == len(self.kernels) - 1
             cout = k.shape[1]
             if not last:
                 if cout % 4 or self.requants[i].shape != (cout,):
@@ -97,8 +100,8 @@ class HyperSynthesis:
     def __call__(self, z_hat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x = np.clip(np.asarray(z_hat, np.float64), -(1 << 20), 1 << 20)
         for i, (k, b) in enumerate(zip(self.kernels, self.biases)):
-            h, w = x.shape[:2]
-            acc = _im2col3(x) @ k
+            h, w, c = x.shape
+            acc = (_im2col3(x) if k.shape[0] == 9 * c else x.reshape(h * w, c)) @ k
             acc += b
             if i < len(self.kernels) - 1:
                 acc *= self.requants[i]

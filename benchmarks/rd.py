@@ -137,6 +137,15 @@ def build_codecs(threads: int = 1) -> tuple[dict[str, Codec], dict[str, str]]:
                               f"{lib}, save option refine=30 (docs/refine.md)")
     except Exception as e:
         info["l3ic"] = f"unavailable ({type(e).__name__}: {e})"
+    try:
+        from PIL_l3ic import hp_codec
+        hp = hp_codec.load_model()
+        info["l3ic-hp"] = lib = (f"PIL_l3ic hp model ({hp.info['transform']}, "
+                                 f"{hp.info.get('train_steps', '?')} steps, {hp.info['variant']})")
+        c["l3ic-hp"] = Codec("l3ic-hp", "L3IC", [0, 12.5, 25, 37.5, 50, 62.5, 75, 87.5, 100],
+                             lambda q: dict(quality=q, model="hp"), f"{lib}, save option model='hp'")
+    except Exception as e:
+        info["l3ic-hp"] = f"unavailable ({type(e).__name__}: {e})"
     Image.init()
     return c, info
 
@@ -310,7 +319,7 @@ def main(argv=None) -> int:
     codecs = {n: codecs[n] for n in names}
     for spec in args.qualities:
         n, _, qs = spec.partition("=")
-        codecs[n].qualities = [s if n.startswith("l3ic") else (float(s) if "." in s else int(s))
+        codecs[n].qualities = [s if n in ("l3ic", "l3ic-r30") else (float(s) if "." in s else int(s))
                                for s in qs.split(",")]
     src = Path(args.images)
     images = sorted(src.glob("*.png")) if src.is_dir() else [src]

@@ -6,12 +6,13 @@ from PIL_l3ic import hyperprior
 from PIL_l3ic.hyperprior import HyperError, HyperSynthesis
 
 
-def random_model(rng, nz=8, hidden=6, m=5, classes=16, act_max=hyperprior.ACT_MAX):
+def random_model(rng, nz=8, hidden=6, m=5, classes=16, act_max=hyperprior.ACT_MAX, last=3):
     arrays = {}
     cin = nz
     for i, cout in enumerate((4 * hidden, 4 * hidden, 2 * m)):
+        k = last if i == 2 else 3
         arrays[f"layer{i}_kernel"] = rng.integers(-hyperprior.WEIGHT_MAX, hyperprior.WEIGHT_MAX + 1,
-                                                  (9 * cin, cout)).astype(np.float64)
+                                                  (k * k * cin, cout)).astype(np.float64)
         arrays[f"layer{i}_bias"] = rng.integers(-1 << 30, 1 << 30, cout).astype(np.float64)
         if i < 2:
             arrays[f"layer{i}_requant"] = rng.uniform(1e-9, 1e-6, cout)
@@ -29,9 +30,13 @@ def reference(arrays, z):
     n = int(arrays["meta"][0])
     for i in range(n):
         h, w, c = x.shape
-        p = np.pad(x, ((1, 1), (1, 1), (0, 0)))
-        cols = np.stack([p[ky:ky + h, kx:kx + w] for ky in range(3) for kx in range(3)], axis=2)
-        acc = cols.reshape(h * w, 9 * c) @ arrays[f"layer{i}_kernel"].astype(np.int64)
+        kernel = arrays[f"layer{i}_kernel"].astype(np.int64)
+        if kernel.shape[0] == 9 * c:
+            p = np.pad(x, ((1, 1), (1, 1), (0, 0)))
+            cols = np.stack([p[ky:ky + h, kx:kx + w] for ky in range(3) for kx in range(3)], axis=2)
+        else:
+            cols = x
+        acc = cols.reshape(h * w, -1) @ kernel
         acc += arrays[f"layer{i}_bias"].astype(np.int64)
         if i < n - 1:
             a = np.floor(acc.astype(np.float64) * arrays[f"layer{i}_requant"] + 0.5)
@@ -48,7 +53,7 @@ def reference(arrays, z):
 @pytest.mark.parametrize("seed", range(4))
 def test_matches_exact_integer_reference(seed):
     rng = np.random.default_rng(seed)
-    arrays = random_model(rng)
+    arrays = random_model(rng, last=1 if seed % 2 else 3)
     z = rng.integers(-40, 41, (3 + seed, 5, 8))
     mean, cls = HyperSynthesis(arrays)(z)
     ref_mean, ref_cls = reference(arrays, z)

@@ -26,6 +26,10 @@ CLASSES = 64
 TABLE_LOG = 12
 Y_ESCAPE = 30            # y residuals |r| <= Y_ESCAPE have table entries; others are escaped
 Z_ESCAPE = 15
+# latent cells of context around a window's core that make tiled inference equal whole-image
+# inference (up to float rounding): gdn16's four stride-2 5x5 layers see 3 cells, its synthesis
+# 2; l3ic8 as in PIL_l3ic.codec
+MARGIN = {"gdn16": 3, "l3ic8": 5}
 HIDDEN_HEADROOM = 2.0    # hidden activation range = HEADROOM x the largest calibration value
 
 
@@ -183,7 +187,10 @@ def export(source, out_dir=OUT_DIR, variant="float32", name="l3ic_hp"):
                  log_inverse_gain=model.log_inverse_gain.numpy())
     files["hyper"] = f"{name}_hyper.npz"
     np.savez_compressed(os.path.join(out_dir, files["hyper"]), **hyper)
+    with np.load(source) as f:
+        state = json.loads(str(f["meta/state"])) if "meta/state" in f.files else {}
     info = {"name": name, "transform": model.transform, "stride": model.stride,
+            "margin": MARGIN[model.transform], "train_steps": int(state.get("step", 0)),
             "channels": model.m, "z_channels": model.nz, "classes": CLASSES,
             "table_log": TABLE_LOG, "y_escape": Y_ESCAPE, "z_escape": Z_ESCAPE,
             "levels": len(hp_model.LAMBDAS), "lambdas": list(hp_model.LAMBDAS),
