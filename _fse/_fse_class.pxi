@@ -5,7 +5,7 @@
 #   decompress_classes(blob, classes, tables) -> int32 array of len(classes)
 #   compress_classes_batch(values2d, classes2d, tables, threads=0) -> list[bytes]
 #   decompress_classes_batch(blobs, classes2d, tables, threads=0) -> int32 (C, n)
-#   normalize_counts(pmf, table_log) -> uint16 counts (every one >= 1, rows summing to 2^R)
+#   normalize_counts(pmf, table_log, min_count=1) -> uint16 counts (rows summing to 2^R)
 from libc.stdint cimport int32_t, uint32_t
 
 cdef extern from "fse.h" nogil:
@@ -25,7 +25,8 @@ cdef extern from "fse.h" nogil:
                                     const uint8_t *classes, size_t n, const fse_class_tables *t)
     int fse_decompress_classes(int32_t *dst, const uint8_t *classes, size_t n,
                                const uint8_t *src, size_t size, const fse_class_tables *t)
-    int fse_normalize_pmf(uint32_t *q, const double *p, unsigned symbols, unsigned table_log)
+    int fse_normalize_pmf(uint32_t *q, const double *p, unsigned symbols, unsigned table_log,
+                          unsigned min_count)
     void fse_compress_classes_batch(uint8_t *dst, size_t cap, Py_ssize_t *sizes,
                                     const int32_t *values, const uint8_t *classes, size_t count,
                                     size_t n, const fse_class_tables *t, int threads)
@@ -55,9 +56,10 @@ cdef int _table_log(object table_log) except -1:
 
 cdef class ClassTables:
     """Static tANS tables of a class coder: counts (K classes x S symbols, S = 2E + 2 even,
-    4..256; K 1..256), every count >= 1, every row summing to 2^table_log.  Symbol j <= 2E
-    codes the value j - E, symbol 2E + 1 the escape.  Built once; read-only attributes
-    classes (K), symbols (S), table_log, escape_limit (E) and counts (uint16 copy)."""
+    4..256; K 1..256), value counts >= 0, the escape count (last column) >= 1, every row
+    summing to 2^table_log.  Symbol j <= 2E codes the value j - E, symbol 2E + 1 the escape
+    (values with |v| > E or a count of 0 in their class are escaped).  Built once; read-only
+    attributes classes (K), symbols (S), table_log, escape_limit (E), counts (uint16 copy)."""
     cdef void *_mem
     cdef const fse_class_tables *_t
     cdef readonly int classes, symbols, table_log, escape_limit
@@ -105,10 +107,15 @@ cdef object _table_counts(object counts, int R):
         raise ValueError(f"counts must have an even number of columns (symbols 2E + 2), "
                          f"{FSE_CLASS_MIN_SYMBOLS}..{min(FSE_CLASS_MAX_SYMBOLS, 1 << R)} at "
                          f"table_log {R}, got {S}")
-    bad = np.argwhere(arr < 1)
+    bad = np.argwhere(arr < 0)
     if len(bad):
         k, s = (int(v) for v in bad[0])
-        raise ValueError(f"count [{k}, {s}] is {arr[k, s]}: every count must be >= 1")
+        raise ValueError(f"count [{k}, {s}] is {arr[k, s]}: counts must be >= 0")
+    bad = np.flatnonzero(arr[:, S - 1] < 1)
+    if len(bad):
+        k = int(bad[0])
+        raise ValueError(f"escape count [{k}, {S - 1}] is 0: the escape symbol (last column) "
+                         f"must have count >= 1 in every row")
     sums = arr.sum(axis=1, dtype=np.float64)
     wrong = np.flatnonzero(sums != float(1 << R))
     if len(wrong):
@@ -311,11 +318,25 @@ def decompress_classes_batch(blobs, classes2d, tables, threads=0):
         free(errs)
 
 
-def normalize_counts(pmf, table_log):
+def normalize_counts(pmf, table_log, *, min_count=1):
     """Probabilities (rows: classes, columns: symbols; each row summing to ~1, any positive
-    sum is accepted) -> uint16 counts of the same shape, every count >= 1, each row summing
-    to 2^table_log, maximising sum p log q (minimum sum p log(p / q)) row by row."""
+    sum is accepted) -> uint16 counts of the same shape, each row summing to 2^table_log.
+
+    min_count=1: every count >= 1, maximising sum p log q (minimum sum p log(p / q)) row by
+    row (exact up to the coder's float log2 table).
+    min_count=0 (rows laid out as class tables: S = 2E + 2 columns, the last the escape):
+    value symbols may get 0, the escape always >= 1.  The expected cost of a row is
+    sum p (R - log2 q) over the symbols with a count, plus, for those with 0, p times the
+    escape's code length and the escape payload bits of their value (2 floor(log2(|v| + 1))
+    + 1, + 1 sign bit if v != 0).  Candidates for 0 are the value symbols with p * 2^R < 2,
+    ordered by p * payload bits; for each prefix of that order the other counts are
+    re-optimised exactly (unit moves) with the prefix's mass added to the escape, and the
+    cheapest prefix wins (none if nothing gains: then the min_count=1 optimum, up to float
+    rounding).  Value symbols of probability 0 always get 0."""
     cdef int R = _table_log(table_log)
+    if isinstance(min_count, (bool, np.bool_)) or min_count not in (0, 1):
+        raise ValueError(f"min_count must be 0 or 1, got {min_count!r}")
+    cdef unsigned mc = int(min_count)
     try:
         p = np.array(pmf, dtype=np.float64, order="C", ndmin=1)
     except (TypeError, ValueError):
@@ -327,6 +348,9 @@ def normalize_counts(pmf, table_log):
     if S > (1u << R):
         raise ValueError(f"{S} symbols do not fit a table of 2^{R} = {1 << R} entries "
                          f"with every count >= 1")
+    if mc == 0 and (S % 2 or not FSE_CLASS_MIN_SYMBOLS <= S <= FSE_CLASS_MAX_SYMBOLS):
+        raise ValueError(f"min_count=0 needs class table rows (an even number of symbols "
+                         f"2E + 2, {FSE_CLASS_MIN_SYMBOLS}..{FSE_CLASS_MAX_SYMBOLS}), got {S}")
     if not np.isfinite(p2).all() or (p2 < 0).any():
         raise ValueError("pmf must be finite and >= 0")
     bad = np.flatnonzero(~(p2.sum(axis=1) > 0))
@@ -338,7 +362,7 @@ def normalize_counts(pmf, table_log):
     cdef int e = 0
     with nogil:
         for k in range(K):
-            e = fse_normalize_pmf(&qv[k, 0], &pv[k, 0], <unsigned>S, <unsigned>R)
+            e = fse_normalize_pmf(&qv[k, 0], &pv[k, 0], <unsigned>S, <unsigned>R, mc)
             if e:
                 break
     if e:

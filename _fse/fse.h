@@ -57,9 +57,10 @@ enum {
     FSE_ERR_VALUE        = -22,  /* class coder (encoder): |value| > FSE_CLASS_MAX_VALUE */
     FSE_ERR_ESCAPE       = -23,  /* class coder (decoder): escape payload too long */
     FSE_ERR_TABLE_SHAPE  = -24,  /* class tables: classes, symbols or table log out of range */
-    FSE_ERR_TABLE_COUNTS = -25,  /* class tables: a count < 1 or a row not summing to 2^R */
+    FSE_ERR_TABLE_COUNTS = -25,  /* class tables: escape count 0, or a row not summing to 2^R */
     FSE_ERR_TABLE_MEM    = -26,  /* class tables: storage too small or misaligned */
     FSE_ERR_PMF          = -27,  /* fse_normalize_pmf: probabilities negative / not finite */
+    FSE_ERR_ESCAPE_CANON = -28,  /* class coder (decoder): escape of a directly codeable value */
 };
 
 /* Build the static lookup tables; call once before anything else (idempotent). */
@@ -116,8 +117,9 @@ void fse_decompress_batch(uint8_t *out, int *errs, const uint8_t *const *blobs, 
 /* ---- class coder: static tables shipped with a model (docs/entropy.md, "Class coder").
  * A stream codes n signed values; value i is coded with the table of its class classes[i]
  * (known to both sides).  Table symbol j <= 2E codes the value j - E, symbol 2E+1 = S-1 is
- * the escape: sign bit and Exp-Golomb(|v| - E - 1) follow in the bit stream.  The stream
- * stores neither n nor the tables; n = 0 is the empty stream. */
+ * the escape: Exp-Golomb(|v|) and a sign bit (v != 0 only) follow in the bit stream.  Values
+ * with |v| > E or whose symbol has count 0 in their class are escaped.  The stream stores
+ * neither n nor the tables; n = 0 is the empty stream. */
 #define FSE_CLASS_MAX_CLASSES 256
 #define FSE_CLASS_MIN_SYMBOLS 4
 #define FSE_CLASS_MAX_SYMBOLS 256
@@ -129,7 +131,8 @@ typedef struct fse_class_tables fse_class_tables;
 size_t fse_class_tables_size(unsigned classes, unsigned symbols, unsigned table_log);
 /* Build the coding tables in mem (size bytes, 16-byte aligned, e.g. from malloc; it must not
  * move afterwards: the tables hold pointers into it) from counts (classes x symbols, row-major;
- * every count >= 1, every row summing to 2^table_log).  0 or FSE_ERR_TABLE_*. */
+ * value counts >= 0, the escape count (last column) >= 1, every row summing to 2^table_log).
+ * 0 or FSE_ERR_TABLE_*. */
 int fse_class_tables_init(void *mem, size_t size, const uint32_t *counts, unsigned classes,
                           unsigned symbols, unsigned table_log);
 /* Worst-case stream size for n values (7 n + 64). */
@@ -141,9 +144,13 @@ ptrdiff_t fse_compress_classes(uint8_t *dst, size_t cap, const int32_t *values,
 /* Decode n values into dst; 0 or a negative FSE_ERR_* (FSE_ERR_CLASS for a bad class). */
 int fse_decompress_classes(int32_t *dst, const uint8_t *classes, size_t n, const uint8_t *src,
                            size_t size, const fse_class_tables *t);
-/* Counts q[0..symbols-1] >= 1 summing to 2^table_log that maximise sum p log q (minimum
- * sum p log(p/q)); p need not be normalised.  symbols 1..2^table_log.  0 or an error. */
-int fse_normalize_pmf(uint32_t *q, const double *p, unsigned symbols, unsigned table_log);
+/* Counts q[0..symbols-1] summing to 2^table_log; p need not be normalised.  min_count 1:
+ * every q >= 1, maximising sum p log q (minimum sum p log(p/q)); symbols 1..2^table_log.
+ * min_count 0 (class table rows: symbols even, >= 4, the last one the escape): value
+ * symbols may get 0, their mass then charged the escape's code and payload bits; the
+ * escape keeps >= 1 (fse_class.c).  0 or an error (FSE_ERR_TABLE_SHAPE, FSE_ERR_PMF). */
+int fse_normalize_pmf(uint32_t *q, const double *p, unsigned symbols, unsigned table_log,
+                      unsigned min_count);
 /* Batches of count streams of n values (row i of values / classes, count x n); as
  * fse_compress_batch / fse_decompress_batch (cap >= fse_class_bound(n)). */
 void fse_compress_classes_batch(uint8_t *dst, size_t cap, ptrdiff_t *sizes, const int32_t *values,

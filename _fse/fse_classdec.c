@@ -33,9 +33,12 @@ typedef struct { uint64_t c; int cnt; int64_t bp; } brev;
         cnt += 8 * k_;                                                       \
     } while (0)
 
-/* The payload of an escape (rare: out of the hot loop): a sign bit, z <= CLASS_ESC_ZEROS
- * zero bits and the z + 1 bits of u + 1 = |v| - E; |v| must not exceed 2^20. */
-static FSE_NOINLINE int esc_read(brev *r, const uint8_t *b, unsigned E, int32_t *out)
+/* The payload of an escape (rare: out of the hot loop): z <= CLASS_ESC_ZEROS zero bits, the
+ * z + 1 bits of u + 1 = |v| + 1, then a sign bit if v != 0; |v| must not exceed 2^20, and v
+ * must not be a value its class codes directly (row: the class's encoder transforms, whose
+ * esc flag marks the value symbols of count 0). */
+static FSE_NOINLINE int esc_read(brev *r, const uint8_t *b, unsigned E, const symtt *row,
+                                 int32_t *out)
 {
     uint64_t c = r->c;
     int cnt = r->cnt;
@@ -44,18 +47,24 @@ static FSE_NOINLINE int esc_read(brev *r, const uint8_t *b, unsigned E, int32_t 
     else if (bp > 0) REFILL_CAREFUL();
     /* bits of the stream in c: cnt (>= 56) while bp > 0, else 8 bp + cnt (the rest are 0) */
     const int64_t have = bp > 0 ? cnt : 8 * bp + cnt;
-    if (have < 2) return FSE_ERR_TRUNCATED;
-    const uint32_t neg = (uint32_t)(c >> 63);
-    c <<= 1;
     const unsigned z = c ? (unsigned)__builtin_clzll(c) : 64u;
-    if (z > CLASS_ESC_ZEROS) return (int64_t)z < have - 1 ? FSE_ERR_ESCAPE : FSE_ERR_TRUNCATED;
+    if (z > CLASS_ESC_ZEROS) return (int64_t)z < have ? FSE_ERR_ESCAPE : FSE_ERR_TRUNCATED;
     const unsigned nb = 2 * z + 1;
-    if ((int64_t)nb > have - 1) return FSE_ERR_TRUNCATED;
-    const uint32_t mag = (uint32_t)(c >> (64 - nb)) + E;
+    if ((int64_t)nb > have) return FSE_ERR_TRUNCATED;
+    const uint32_t mag = (uint32_t)(c >> (64 - nb)) - 1;
     if (mag > FSE_CLASS_MAX_VALUE) return FSE_ERR_ESCAPE;
-    *out = neg ? -(int32_t)mag : (int32_t)mag;
-    r->c = c << nb;
-    r->cnt = cnt - 1 - (int)nb;
+    c <<= nb;
+    uint32_t neg = 0;
+    if (mag) {   /* no sign bit for 0: there is no negative zero */
+        if ((int64_t)nb + 1 > have) return FSE_ERR_TRUNCATED;
+        neg = (uint32_t)(c >> 63);
+        c <<= 1;
+    }
+    const int32_t v = neg ? -(int32_t)mag : (int32_t)mag;
+    if (mag <= E && !row[(int64_t)v + E].esc) return FSE_ERR_ESCAPE_CANON;
+    *out = v;
+    r->c = c;
+    r->cnt = cnt - (int)nb - (mag != 0);
     r->bp = bp;
     return 0;
 }
@@ -79,7 +88,8 @@ static FSE_NOINLINE int esc_read(brev *r, const uint8_t *b, unsigned E, int32_t 
     } while (0)
 
 FSE_INLINE int class_core(int32_t *dst, const uint8_t *cls, size_t n, const dentry *T,
-                          unsigned R, unsigned E, const uint8_t *b, size_t bs, unsigned S)
+                          unsigned R, unsigned E, const uint8_t *b, size_t bs, unsigned S,
+                          const symtt *const *rows)
 {
     const unsigned esc = 2 * E + 1;
     const uint8_t last = b[bs - 1];
@@ -130,7 +140,7 @@ FSE_INLINE int class_core(int32_t *dst, const uint8_t *cls, size_t n, const dent
     escape:   /* value i is an escape symbol (state already updated): its payload */
         {
             brev r = {c, cnt, bp};
-            int er = esc_read(&r, b, E, &dst[i]);
+            int er = esc_read(&r, b, E, rows[cls[i]], &dst[i]);
             if (er) return er;
             c = r.c; cnt = r.cnt; bp = r.bp;
         }
@@ -140,14 +150,14 @@ FSE_INLINE int class_core(int32_t *dst, const uint8_t *cls, size_t n, const dent
 }
 
 #define DEC_ARGS int32_t *dst, const uint8_t *cls, size_t n, const dentry *T, unsigned R, \
-                 unsigned E, const uint8_t *b, size_t bs, unsigned S
+                 unsigned E, const uint8_t *b, size_t bs, unsigned S, const symtt *const *rows
 
 static int class_decode_generic(DEC_ARGS)
 {
     switch (S) {
-    case 1: return class_core(dst, cls, n, T, R, E, b, bs, 1);
-    case 2: return class_core(dst, cls, n, T, R, E, b, bs, 2);
-    default: return class_core(dst, cls, n, T, R, E, b, bs, 4);
+    case 1: return class_core(dst, cls, n, T, R, E, b, bs, 1, rows);
+    case 2: return class_core(dst, cls, n, T, R, E, b, bs, 2, rows);
+    default: return class_core(dst, cls, n, T, R, E, b, bs, 4, rows);
     }
 }
 
@@ -156,9 +166,9 @@ __attribute__((target("bmi,bmi2")))
 static int class_decode_bmi2(DEC_ARGS)
 {
     switch (S) {
-    case 1: return class_core(dst, cls, n, T, R, E, b, bs, 1);
-    case 2: return class_core(dst, cls, n, T, R, E, b, bs, 2);
-    default: return class_core(dst, cls, n, T, R, E, b, bs, 4);
+    case 1: return class_core(dst, cls, n, T, R, E, b, bs, 1, rows);
+    case 2: return class_core(dst, cls, n, T, R, E, b, bs, 2, rows);
+    default: return class_core(dst, cls, n, T, R, E, b, bs, 4, rows);
     }
 }
 #endif
@@ -175,7 +185,8 @@ int fse_decompress_classes(int32_t *dst, const uint8_t *classes, size_t n, const
     if (!size) return FSE_ERR_EMPTY;
     const unsigned S = fse_states_for_n(n);
 #if FSE_HAVE_BMI2
-    if (have_bmi2) return class_decode_bmi2(dst, classes, n, t->dt, t->R, t->E, src, size, S);
+    if (have_bmi2)
+        return class_decode_bmi2(dst, classes, n, t->dt, t->R, t->E, src, size, S, t->row);
 #endif
-    return class_decode_generic(dst, classes, n, t->dt, t->R, t->E, src, size, S);
+    return class_decode_generic(dst, classes, n, t->dt, t->R, t->E, src, size, S, t->row);
 }

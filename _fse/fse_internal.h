@@ -144,7 +144,10 @@ typedef struct {
 /* decoder table entry: state x decodes sym, reads nb bits, next state = base + bits */
 typedef struct { uint16_t base; uint8_t sym; uint8_t nb; } dentry;
 /* encoder symbol transform: nb = (x + deltaNb) >> 16, next x = stp[x >> nb] */
-typedef struct { const uint16_t *stp; uint32_t deltaNb; uint32_t pad; } symtt;
+/* esc: class coder only, 1 where the symbol is coded as the escape followed by a payload:
+ * the escape itself and the value symbols of count 0 (stp and deltaNb copied from the
+ * escape's); 0 for the others (the plain coder leaves it unset and never reads it) */
+typedef struct { const uint16_t *stp; uint32_t deltaNb; uint32_t esc; } symtt;
 
 typedef struct {
     /* state table at st[FSE_MAX_L ..]: stp = slots - q stays inside the array */
@@ -196,9 +199,11 @@ FSE_HIDDEN int ctx_decode(uint8_t *dst, size_t n, size_t w, const cdesc *c,
                           const uint8_t *src, size_t size, size_t H);
 
 /* class coder (fse_class.c: tables and encoder, fse_classdec.c: decoder; format in
- * docs/entropy.md, "Class coder").  Escape payload, in the decoder's reading order: a sign
- * bit (1 = negative), z zero bits, then the z + 1 bits of u + 1 = |v| - E (top bit 1). */
-#define CLASS_ESC_ZEROS 20u   /* longest zero run: u + 1 < 2^21 (|v| <= 2^20 needs <= 19) */
+ * docs/entropy.md, "Class coder").  Escape payload, in the decoder's reading order: z zero
+ * bits, the z + 1 bits of u + 1 = |v| + 1 (top bit 1), then a sign bit (1 = negative) only
+ * if v != 0.  An escape of a value its class codes directly (|v| <= E, count > 0) is
+ * invalid (FSE_ERR_ESCAPE_CANON): every accepted stream is the encoder's. */
+#define CLASS_ESC_ZEROS 20u   /* longest zero run: u + 1 <= 2^20 + 1 < 2^21 */
 struct fse_class_tables {
     unsigned K, S, R, E;                      /* classes, symbols (2E + 2), table log */
     const dentry *dt;                         /* decoder table of class k: dt + (k << R) */

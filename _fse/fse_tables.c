@@ -63,9 +63,10 @@ const char *fse_error_string(int code)
     case FSE_ERR_VALUE: return "value out of range for the class coder (|v| must be <= 2^20)";
     case FSE_ERR_ESCAPE: return "escape payload too long (magnitude above 2^20: corrupt stream)";
     case FSE_ERR_TABLE_SHAPE: return "invalid class table shape (1..256 classes; an even number of symbols, 4..256 and at most 2^table_log; table log 5..12)";
-    case FSE_ERR_TABLE_COUNTS: return "invalid class table counts (every count must be >= 1 and every row must sum to 2^table_log)";
+    case FSE_ERR_TABLE_COUNTS: return "invalid class table counts (value counts >= 0, the escape count (last column) >= 1, every row summing to 2^table_log)";
     case FSE_ERR_TABLE_MEM: return "class table storage too small or misaligned";
     case FSE_ERR_PMF: return "invalid probabilities (must be finite, >= 0, with a positive sum)";
+    case FSE_ERR_ESCAPE_CANON: return "escape of a value its class codes directly (non-canonical stream: corrupt)";
     default: return "unknown error";
     }
 }

@@ -218,7 +218,8 @@ def check_stream(data: bytes) -> str:
 
 # ----------------------------------------------------------------------------- class coder
 
-CLASS_SCALES = (0.3, 1.0, 3.0, 10.0)   # the fixed tables: one Laplace shape per class
+CLASS_SCALES = (0.3, 1.0, 3.0, 10.0)   # the fixed tables: one Laplace shape per class, counts
+                                       # with min_count=0 (class 0: zero counts for |v| >= 2)
 CLASS_E, CLASS_R = 6, 9                # values -6..6 in the tables, escapes beyond
 _class_tables: list = []
 
@@ -231,7 +232,7 @@ def class_tables(fse):
         for b in CLASS_SCALES:
             p = np.exp(-np.abs(v) / b)
             rows.append(np.append(p / p.sum() * 0.98, 0.02))
-        q = fse.normalize_counts(np.array(rows), CLASS_R)
+        q = fse.normalize_counts(np.array(rows), CLASS_R, min_count=0)
         _class_tables.append(fse.ClassTables(q, CLASS_R))
     return _class_tables[0]
 

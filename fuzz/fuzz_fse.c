@@ -46,7 +46,8 @@ static void fail(const char *what, int code)
     abort();
 }
 
-/* the class coder's fixed tables: per class a Laplace shape over -6..6 (mass 0.98), escape 0.02 */
+/* the class coder's fixed tables: per class a Laplace shape over -6..6 (mass 0.98), escape 0.02,
+ * normalised with min_count 0 (class 0 has zero counts: escapes of values inside -6..6) */
 #define CLASS_K 4
 #define CLASS_E 6
 #define CLASS_S (2 * CLASS_E + 2)
@@ -65,7 +66,7 @@ static void class_init(void)
         }
         for (int j = 0; j <= 2 * CLASS_E; j++) p[j] = p[j] / sum * 0.98;
         p[CLASS_S - 1] = 0.02;
-        int e = fse_normalize_pmf(q + k * CLASS_S, p, CLASS_S, CLASS_R);
+        int e = fse_normalize_pmf(q + k * CLASS_S, p, CLASS_S, CLASS_R, 0);
         if (e) fail("fse_normalize_pmf", e);
     }
     size_t size = fse_class_tables_size(CLASS_K, CLASS_S, CLASS_R);

@@ -158,15 +158,18 @@ def make(outdir: str) -> dict[str, int]:
 
 def _class_seeds(fse, fdir, rng) -> int:
     """Class-coder inputs (checks.class_input: 2 bytes of n, then the stream) with the
-    harnesses' fixed tables: 1, 2, 4 states, no escapes, some, many (up to 2^20)."""
+    harnesses' fixed tables: 1, 2, 4 states, no escapes, some, many (up to 2^20); esc = -1:
+    values uniform in -6..6 (escapes of the zero-count values of class 0)."""
     import checks
     t = checks.class_tables(fse)
     count = 0
     for n, esc in ((0, 0.0), (1, 0.0), (1, 1.0), (7, 0.3), (300, 0.0), (4096, 0.01),
-                   (16384, 0.05), (40000, 0.002), (65535, 0.0)):
+                   (16384, 0.05), (40000, 0.002), (65535, 0.0), (600, -1)):
         _, cls, _ = checks.class_input(n.to_bytes(2, "little"))
         scale = np.asarray(checks.CLASS_SCALES)[cls]
         vals = np.clip(np.rint(rng.laplace(0.0, 1.0, n) * scale), -checks.CLASS_E, checks.CLASS_E)
+        if esc < 0:
+            vals = rng.integers(-checks.CLASS_E, checks.CLASS_E + 1, n).astype(np.float64)
         wide = rng.random(n) < esc
         tail = np.minimum(rng.pareto(0.5, int(wide.sum())), 1 << 20).astype(np.int64)
         vals[wide] = rng.choice([-1, 1], int(wide.sum())) * np.minimum(

@@ -1,5 +1,6 @@
-"""Shared data for the class coder tests (tests/test_fse_class*.py): Gaussian class tables,
-latent-like values, the ideal cost, a round-trip helper.  Uses the extension under test
+"""Shared data for the class coder tests (tests/test_fse_class*.py): Gaussian class tables
+(every count >= 1: TABLES; with zero counts: TABLES0), latent-like values, the escape payload,
+the ideal cost, a round-trip helper.  Uses the extension under test
 (_fse_build.load_fse: L3IC_FSE_SO names another build)."""
 import math
 
@@ -18,9 +19,10 @@ def gauss_pmf(sigma, E):
     return np.append(p, max(1e-6, 1.0 - p.sum()))
 
 
-def gauss_tables(E=20, R=12, sigmas=(0.15, 0.3, 0.6, 1.2, 2.5, 5, 10, 20)):
+def gauss_tables(E=20, R=12, sigmas=(0.15, 0.3, 0.6, 1.2, 2.5, 5, 10, 20), min_count=1):
     P = np.array([gauss_pmf(s, E) for s in sigmas])
-    return fse.ClassTables(fse.normalize_counts(P, R), R), np.asarray(sigmas)
+    return (fse.ClassTables(fse.normalize_counts(P, R, min_count=min_count), R),
+            np.asarray(sigmas))
 
 
 def gauss_data(n, sigmas, seed=0, scale=1.0):
@@ -30,19 +32,43 @@ def gauss_data(n, sigmas, seed=0, scale=1.0):
     return vals, cls
 
 
-def escape_bits(vals, E):
-    """Bits of the escape payloads: sign + Exp-Golomb order 0 of |v| - E - 1."""
-    u1 = np.abs(vals[np.abs(vals) > E]).astype(np.int64) - E
-    return int((2 + 2 * np.floor(np.log2(u1))).sum())
+def payload(v):
+    """The escape payload of v as (bits, length), bit 0 written first: the sign bit if v != 0
+    (1 = negative), then u + 1 = |v| + 1 in 2z + 1 bits, z = bitlen(u + 1) - 1 (top z zero)."""
+    u1 = abs(int(v)) + 1
+    z = u1.bit_length() - 1
+    if v == 0:
+        return u1, 2 * z + 1
+    return (u1 << 1) | (v < 0), 2 * z + 2
+
+
+def escaped(vals, cls, t):
+    """Which values are escapes: |v| > E, or a count of 0 in their class."""
+    E, q = t.escape_limit, t.counts
+    inside = np.abs(vals) <= E
+    esc = ~inside
+    esc[inside] = q[cls[inside], vals[inside] + E] == 0
+    return esc
+
+
+def escape_bits(vals):
+    """Bits of the escape payloads of vals: Exp-Golomb of |v| + 1, a sign bit if v != 0."""
+    m = np.abs(vals.astype(np.int64))
+    return int((2 * np.floor(np.log2(m + 1)) + 1 + (m != 0)).sum())
 
 
 def ideal_bits(vals, cls, t):
+    """sum -log2(q / 2^R) of every value's symbol (the escape's for escaped values) plus the
+    escape payload bits."""
     E, q = t.escape_limit, t.counts.astype(np.float64)
-    idx = np.where(np.abs(vals) <= E, vals + E, 2 * E + 1)
-    return float(-np.log2(q[cls, idx] / (1 << t.table_log)).sum()) + escape_bits(vals, E)
+    esc = escaped(vals, cls, t)
+    idx = np.where(esc, 2 * E + 1, vals + E)
+    return float(-np.log2(q[cls, idx] / (1 << t.table_log)).sum()) + escape_bits(vals[esc])
 
 
 TABLES, SIGMAS = gauss_tables()
+# zero counts: min_count=0 tables (40 of 41 value counts are 0 for sigma 0.11, none at 6, 12)
+TABLES0, SIGMAS0 = gauss_tables(sigmas=(0.11, 0.2, 0.4, 0.8, 1.6, 3, 6, 12), min_count=0)
 
 
 def roundtrip(vals, cls, t):

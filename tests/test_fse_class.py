@@ -1,15 +1,16 @@
 """The class coder of PIL_l3ic._fse (static tables, docs/entropy.md "Class coder"): round
 trips, sizes against the ideal cost, batches and threads, the table set, normalize_counts,
 the shared table build with 256 symbols (bucket counter regression), GIL release.  Bad
-streams and argument errors: tests/test_fse_class_errors.py.
+streams and argument errors: tests/test_fse_class_errors.py; zero counts, the escape
+payload and min_count=0: tests/test_fse_class_zero.py.
 
 Set L3IC_FSE_SO=/path/to/_fse.so to test another build (benchmarks/fse_asan.sh)."""
 import threading
 
 import numpy as np
 import pytest
-from _fse_class_data import (FSEError, SIGMAS, TABLES, VMAX, fse, gauss_data, gauss_pmf,
-                             ideal_bits, roundtrip)
+from _fse_class_data import (FSEError, SIGMAS, SIGMAS0, TABLES, TABLES0, VMAX, escaped, fse,
+                             gauss_data, gauss_pmf, ideal_bits, roundtrip)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,11 +24,15 @@ def table_sets(draw):
     R = draw(st.integers(max(5, (S - 1).bit_length()), 12))
     K = draw(st.integers(1, 6))
     seed = draw(st.integers(0, 2**32 - 1))
+    zeros = draw(st.booleans())   # value counts >= 0 (escape >= 1) instead of all >= 1
     rng = np.random.default_rng(seed)
     L = 1 << R
     counts = np.ones((K, S), np.int64)   # random compositions of L into S parts >= 1
+    if zeros:
+        counts[:, :-1] = 0
     for k in range(K):
-        counts[k] += np.bincount(rng.choice(S, L - S, p=rng.dirichlet(np.ones(S) * 0.3)),
+        alpha = np.ones(S) * (0.3 if not zeros else rng.choice([0.02, 0.3]))
+        counts[k] += np.bincount(rng.choice(S, L - counts[k].sum(), p=rng.dirichlet(alpha)),
                                  minlength=S)
     return fse.ClassTables(counts, R)
 
@@ -68,7 +73,7 @@ def test_empty_stream():
 @pytest.mark.parametrize("c", [0, 7])
 def test_one_value(v, c):
     blob = roundtrip(np.array([v], np.int32), np.array([c], np.uint8), TABLES)
-    # <= 12 state bits, <= 40 escape bits, the 12-bit final state and the end marker
+    # <= 12 state bits, <= 42 escape bits, the 12-bit final state and the end marker
     assert 2 <= len(blob) <= (4 if abs(v) <= 20 else 9)
 
 
@@ -91,11 +96,17 @@ def test_accepted_streams_are_canonical():
 
 # ----------------------------------------------------------------------------- sizes
 
+@pytest.mark.parametrize("zeros", [False, True])
 @pytest.mark.parametrize("scale", [0.5, 1.0, 2.0])
-def test_size_near_ideal(scale):
-    vals, cls = gauss_data(100_000, SIGMAS, seed=1, scale=scale)
-    blob = roundtrip(vals, cls, TABLES)
-    ideal = ideal_bits(vals, cls, TABLES) / 8
+def test_size_near_ideal(scale, zeros):
+    """Ideal: -log2(q / 2^R) of each value's symbol, escaped values (|v| > E or count 0)
+    charged the escape symbol and their payload bits."""
+    t, sigmas = (TABLES0, SIGMAS0) if zeros else (TABLES, SIGMAS)
+    vals, cls = gauss_data(100_000, sigmas, seed=1, scale=scale)
+    blob = roundtrip(vals, cls, t)
+    if zeros and scale == 2.0:   # values on zero-count symbols are escaped
+        assert (escaped(vals, cls, t) & (np.abs(vals) <= t.escape_limit)).sum() > 10
+    ideal = ideal_bits(vals, cls, t) / 8
     assert len(blob) <= ideal * 1.01 + 16, (len(blob), ideal)
     assert len(blob) >= ideal * 0.99 - 16
 
@@ -161,7 +172,8 @@ def flat(K, S, R):
 
 
 @pytest.mark.parametrize("counts, R, match", [
-    (flat(2, 8, 6) - np.eye(2, 8, dtype=np.int64) * flat(2, 8, 6)[0, 0], 6, r"count \[0, 0\] is 0"),
+    (flat(2, 8, 6) + [[8, 0, 0, 0, 0, 0, 0, -8], [0] * 8], 6, r"escape count \[0, 7\] is 0"),
+    (np.array([[0, 0, 0, 0, 0, 0, 64, 0]]), 6, r"escape count \[0, 7\] is 0"),
     (np.where(np.arange(8) == 3, -1, flat(1, 8, 6)), 6, r"count \[0, 3\] is -1"),
     (flat(3, 8, 6) + np.eye(3, 8, k=1, dtype=np.int64), 6, "row 0 of counts sums to 65"),
     (flat(1, 7, 6), 6, "even number of columns"),

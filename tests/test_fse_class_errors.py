@@ -1,11 +1,13 @@
 """The class coder's error paths (docs/entropy.md "Class coder"): truncated, extended,
-corrupted streams, wrong classes or tables, over-long escapes (only FSEError, never a crash,
-never the original values from a changed stream), encoder input errors and argument checks.
+corrupted streams, wrong classes or tables, over-long and non-canonical escapes (only
+FSEError, never a crash, never the original values from a changed stream), encoder input
+errors and argument checks.
 
 Set L3IC_FSE_SO=/path/to/_fse.so to test another build (benchmarks/fse_asan.sh)."""
 import numpy as np
 import pytest
-from _fse_class_data import FSEError, SIGMAS, TABLES, VMAX, fse, gauss_data, gauss_tables
+from _fse_class_data import (FSEError, SIGMAS, TABLES, VMAX, fse, gauss_data, gauss_tables,
+                             payload)
 
 
 # ----------------------------------------------------------------------------- bad streams
@@ -95,31 +97,46 @@ def test_class_out_of_range_at_decode():
         fse.decompress_classes_batch([blob], bad[None], TABLES)
 
 
-def escape_stream(zeros, value_bits=1):
-    """The one-value stream of v = E + 1 (bit 0: u + 1 = 1, bit 1: sign) with the escape's
-    Exp-Golomb code replaced by `zeros` zero bits and a value of `value_bits` one bits."""
-    E = TABLES.escape_limit
-    blob = fse.compress_classes(np.array([E + 1], np.int32), np.zeros(1, np.uint8), TABLES)
+def forge(v0, bits, nbits, t=TABLES, c=0):
+    """The one-value stream of the escaped value v0 (class c) with its escape payload (the
+    low bits of the stream: written first) replaced by the nbits bits `bits`."""
+    blob = fse.compress_classes(np.array([v0], np.int32), np.array([c], np.uint8), t)
     x = int.from_bytes(blob, "little")
-    assert x & 3 == 1                                   # EG '1', sign 0
-    y = ((x >> 1) << (zeros + value_bits)) | ((1 << value_bits) - 1)
+    pb, pn = payload(v0)
+    assert x & ((1 << pn) - 1) == pb                    # the documented payload
+    y = ((x >> pn) << nbits) | bits
     return y.to_bytes((y.bit_length() + 7) // 8, "little")
 
 
+def eg(u1, zeros=None, sign=0):
+    """Payload bits: the sign bit, then u1 in 2 zeros + 1 bits (zeros: bitlen(u1) - 1)."""
+    z = u1.bit_length() - 1 if zeros is None else zeros
+    return (u1 << 1) | sign, 2 * z + 2
+
+
 def test_escape_payload_too_long():
-    one = np.zeros(1, np.uint8)
-    assert fse.decompress_classes(escape_stream(0), one, TABLES)[0] == TABLES.escape_limit + 1
-    with pytest.raises(FSEError, match="escape payload too long"):
-        fse.decompress_classes(escape_stream(21), one, TABLES)
-    with pytest.raises(FSEError, match="escape payload too long"):
-        fse.decompress_classes(escape_stream(40), one, TABLES)
-    with pytest.raises(FSEError, match="escape payload too long"):   # u + 1 = 2^21 - 1
-        fse.decompress_classes(escape_stream(20, 21), one, TABLES)
-    with pytest.raises(FSEError):   # zeros down to the start of the stream
-        fse.decompress_classes(escape_stream(0, 0), one, TABLES)
-    # a well-formed longer code for another value: decodes, fails the final state check
+    one, E = np.zeros(1, np.uint8), TABLES.escape_limit
+    assert fse.decompress_classes(forge(E + 1, *payload(E + 1)), one, TABLES)[0] == E + 1
+    for u1 in (1 << 21, 1 << 40, (1 << 21) - 1, VMAX + 2):   # z = 21, 40; |v| > 2^20
+        with pytest.raises(FSEError, match="escape payload too long"):
+            fse.decompress_classes(forge(E + 1, *eg(u1)), one, TABLES)
+    for bits, nbits in ((0, 0), (0, 5), (1 << 20, 41)):   # zeros down to the stream start
+        with pytest.raises(FSEError, match="too short"):
+            fse.decompress_classes(forge(E + 1, bits, nbits), one, TABLES)
+    # a well-formed code for another escaped value: decodes, fails the final state check
     with pytest.raises(FSEError, match="final decoder state"):
-        fse.decompress_classes(escape_stream(3, 4), one, TABLES)
+        fse.decompress_classes(forge(E + 1, *eg(63)), one, TABLES)
+
+
+def test_escape_of_directly_coded_value():
+    """Canonical streams: an escape whose value its class codes directly (|v| <= E, count
+    > 0) is refused, so there is one stream per value sequence."""
+    one, E = np.zeros(1, np.uint8), TABLES.escape_limit
+    for v in (0, 5, -5, E, -E):
+        with pytest.raises(FSEError, match="escape of a value its class codes directly"):
+            fse.decompress_classes(forge(E + 1, *payload(v)), one, TABLES)
+    with pytest.raises(FSEError, match="final decoder state"):   # |v| > E: a valid escape
+        fse.decompress_classes(forge(E + 1, *payload(-(E + 1))), one, TABLES)
 
 
 # ----------------------------------------------------------------------------- encoder errors
