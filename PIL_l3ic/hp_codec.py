@@ -129,23 +129,34 @@ def _run(net, x: np.ndarray) -> np.ndarray:
     return net.run((1, *x.shape), fill, lambda out: out[0].copy())
 
 
-def _tiled(model: HpModel, net, src: np.ndarray, h: int, w: int, src_cell: int, dst_cell: int,
-           channels: int, tile: int | None) -> np.ndarray:
-    """Run ``net`` window by window over an h x w latent grid (tiling.spans, the model's margin
-    in latent cells): src has src_cell x src_cell values per latent cell, the output
-    dst_cell x dst_cell; each window's core is kept."""
+def _tiled(model: HpModel, net, src: np.ndarray, out: np.ndarray, src_cell: int,
+           dst_cell: int, tile: int | None, pixels: bool = False) -> None:
+    """Run ``net`` window by window over the latent grid (tiling.spans, the model's margin in
+    latent cells) and write each window's core into ``out``: src has src_cell x src_cell
+    values per latent cell, out dst_cell x dst_cell. pixels: round and clip to 0..255 (in the
+    interpreter's output tensor, which is scratch by then) for a uint8 ``out``."""
+    h, w = src.shape[0] // src_cell, src.shape[1] // src_cell
     t = tiling.tile_cells(tile, h, w, model.stride)
     margin = int(model.info.get("margin", 4))
     rows, wh = tiling.spans(h, t, margin)
     cols, ww = tiling.spans(w, t, margin)
-    out = np.empty((h * dst_cell, w * dst_cell, channels), np.float32)
+    H, W = out.shape[:2]
     for r0, r1, rs in rows:
         for c0, c1, cs in cols:
-            window = src[rs * src_cell:(rs + wh) * src_cell, cs * src_cell:(cs + ww) * src_cell]
-            y = _run(net, np.ascontiguousarray(window, np.float32))
-            out[r0 * dst_cell:r1 * dst_cell, c0 * dst_cell:c1 * dst_cell] = \
-                y[(r0 - rs) * dst_cell:(r1 - rs) * dst_cell, (c0 - cs) * dst_cell:(c1 - cs) * dst_cell]
-    return out
+            def fill(buf, rs=rs, cs=cs):
+                buf[0] = src[rs * src_cell:(rs + wh) * src_cell, cs * src_cell:(cs + ww) * src_cell]
+
+            def take(y, r0=r0, r1=r1, rs=rs, c0=c0, c1=c1, cs=cs):
+                Y0, Y1 = r0 * dst_cell, min(r1 * dst_cell, H)
+                X0, X1 = c0 * dst_cell, min(c1 * dst_cell, W)
+                core = y[0, Y0 - rs * dst_cell:Y1 - rs * dst_cell, X0 - cs * dst_cell:X1 - cs * dst_cell]
+                if pixels:
+                    np.rint(core, out=core)
+                    np.clip(core, 0, 255, out=core)
+                out[Y0:Y1, X0:X1] = core
+
+            shape = (1, wh * src_cell, ww * src_cell, src.shape[2])
+            net.run(shape, fill, take)
 
 
 def _pad(rgb: np.ndarray, multiple: int) -> np.ndarray:
@@ -162,7 +173,8 @@ def analyse(model: HpModel, rgb: np.ndarray, level: float, tile: int | None = No
     gain, _ = model.gains(level)
     x = _pad(rgb, model.pad)
     h, w = x.shape[0] // model.stride, x.shape[1] // model.stride
-    y_s = _tiled(model, model.encoder, x, h, w, model.stride, 1, model.channels, tile)
+    y_s = np.empty((h, w, model.channels), np.float32)
+    _tiled(model, model.encoder, x, y_s, model.stride, 1, tile)
     y_s *= gain
     z_hat = np.rint(_run(model.hyper_encoder, y_s)).astype(np.int64)
     z_hat = np.clip(z_hat, -(1 << 20), 1 << 20)
@@ -182,11 +194,9 @@ def synthesise(model: HpModel, mean: np.ndarray, r: np.ndarray, level: float,
     """Means (h, w, M) and residuals (M, h, w) -> (H, W, 3) uint8."""
     _, inverse_gain = model.gains(level)
     y_hat = (r.transpose(1, 2, 0).astype(np.float32) + mean) * inverse_gain
-    h, w = y_hat.shape[:2]
-    px = _tiled(model, model.decoder, y_hat, h, w, 1, model.stride, 3, tile)[:height, :width]
-    np.rint(px, out=px)
-    np.clip(px, 0, 255, out=px)
-    return px.astype(np.uint8)
+    px = np.empty((height, width, 3), np.uint8)
+    _tiled(model, model.decoder, y_hat, px, 1, model.stride, tile, pixels=True)
+    return px
 
 
 def z_classes(model: HpModel, zh: int, zw: int) -> np.ndarray:

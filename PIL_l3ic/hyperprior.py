@@ -15,9 +15,8 @@ element) is run here, not by LiteRT:
   per-channel float64 constants stored in the model file (no exp/log at run time).
 
 Model file (``<model>_hyper.npz``, written by training.hp_export; no pickles):
-    layer<i>_kernel  float64 (k * k * cin, cout) integer-valued, k = 3 (rows in (ky, kx, cin)
-                     order) or 1
-    layer<i>_bias    float64 (cout,) integer-valued
+    layer<i>_kernel  int16 (k * k * cin, cout), k = 3 (rows in (ky, kx, cin) order) or 1
+    layer<i>_bias    int64 (cout,)   (both may also be integer-valued float64)
     layer<i>_requant float64 (cout,)   hidden layers: accumulator -> next layer's integers
     mean_mul         float64 (M,)      last layer: mean = acc[:, :M] * mean_mul
     class_mul, class_add  float64 (M,) last layer: class from acc[:, M:]

@@ -24,7 +24,7 @@ from training import hp_model
 OUT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tflite_models")
 CLASSES = 64
 TABLE_LOG = 12
-Y_ESCAPE = 30            # y residuals |r| <= Y_ESCAPE have table entries; others are escaped
+Y_ESCAPE = 127           # y residuals |r| <= Y_ESCAPE may have table entries (S = 256)
 Z_ESCAPE = 15
 # latent cells of context around a window's core that make tiled inference equal whole-image
 # inference (up to float rounding): gdn16's four stride-2 5x5 layers see 3 cells, its synthesis
@@ -64,24 +64,13 @@ def gaussian_pmfs(sigmas, escape=Y_ESCAPE):
 
 
 def normalize(pmf, table_log=TABLE_LOG):
-    """Probabilities -> integer counts summing to 2^table_log. Value symbols may get 0 (they
-    are then escaped); the escape (last column) gets at least 1. Largest remainder, then the
-    rounding error is taken from / given to the largest entries."""
-    total = 1 << table_log
+    """Probabilities (rows; the last column is the escape) -> integer counts summing to
+    2^table_log, chosen by the coder's own normalisation for the lowest expected cost, value
+    symbols allowed a count of 0 (they are then escaped)."""
+    from PIL_l3ic import _fse
     pmf = np.asarray(pmf, np.float64)
-    pmf = pmf / pmf.sum(axis=1, keepdims=True)
-    counts = np.floor(pmf * total).astype(np.int64)
-    counts[:, -1] = np.maximum(counts[:, -1], 1)
-    for row, p in zip(counts, pmf):
-        diff = total - row.sum()
-        order = np.argsort(-(p * total - np.floor(p * total)))
-        if diff > 0:
-            row[order[:diff]] += 1
-        while diff < 0:       # take from the largest (least relative harm)
-            i = int(np.argmax(row[:-1]))
-            row[i] -= 1
-            diff += 1
-    return counts
+    return _fse.normalize_counts(pmf / pmf.sum(axis=1, keepdims=True), table_log,
+                                 min_count=0).astype(np.int64)
 
 
 def quantise_hyper(model, z_samples):
@@ -102,8 +91,8 @@ def quantise_hyper(model, z_samples):
         kernel, bias = (w.numpy().astype(np.float64) for w in conv.weights)
         kernel = kernel.reshape(-1, kernel.shape[-1])
         s_w = np.maximum(np.abs(kernel).max(axis=0), 1e-12) / hyperprior.WEIGHT_MAX
-        out[f"layer{i}_kernel"] = np.round(kernel / s_w)
-        out[f"layer{i}_bias"] = np.round(bias / (s_in * s_w))
+        out[f"layer{i}_kernel"] = np.round(kernel / s_w).astype(np.int16)
+        out[f"layer{i}_bias"] = np.round(bias / (s_in * s_w)).astype(np.int64)
         if i < len(convs) - 1:
             s_act = HIDDEN_HEADROOM * max(peaks[i], 1e-6) / hyperprior.ACT_MAX
             out[f"layer{i}_requant"] = s_in * s_w / s_act
@@ -141,7 +130,7 @@ def tflite_networks(model, variant="float32"):
     from training.export import convert
     m = model.m
     fns = {"encoder": (tf.function(lambda x: model.g_a(x / 255.0, training=False)), 3, variant),
-           "hyper_encoder": (tf.function(lambda y: model.h_a(y, training=False)), m, "float32"),
+           "hyper_encoder": (tf.function(lambda y: model.h_a(y, training=False)), m, variant),
            "decoder": (tf.function(_pixel_decoder(model)), m, variant)}
     return {role: convert(fn, tf.TensorSpec([1, None, None, c], tf.float32), v)
             for role, (fn, c, v) in fns.items()}
