@@ -299,7 +299,8 @@ def decode(header: Header, streams: Sequence[bytes | None], *, gray: bool = Fals
     """Channel streams -> (H, W, 3) RGB, or (H, W) luma if ``gray``."""
     if header.model_id == container.HP_MODEL_ID:
         from . import hp_codec
-        rgb = hp_codec.decode(header, streams, threads=runtime.num_threads())
+        rgb = hp_codec.decode(header, streams, threads=runtime.num_threads(),
+                              allow_truncated=allow_truncated)
         return _luma(rgb) if gray else rgb
     info = check_model(header)
     if len(streams) != info.channels:

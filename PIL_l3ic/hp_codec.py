@@ -275,20 +275,54 @@ def check_header(header, model: HpModel | None = None) -> HpModel:
     return model
 
 
-def decode(header, streams, threads: int = 1, model: HpModel | None = None) -> np.ndarray:
-    """Streams of a version 3 file (z's then y's) -> (H, W, 3) uint8.  A corrupt stream raises
-    ContainerError."""
+def _salvage(streams, classes, tables) -> np.ndarray:
+    """Channel by channel: a stream that is missing (None) or does not decode gives zeros."""
+    from . import _fse
+    out = np.zeros(classes.shape, np.int32)
+    for i, s in enumerate(streams):
+        if s is not None:
+            try:
+                out[i] = _fse.decompress_classes(s, classes[i], tables)
+            except ValueError:
+                pass
+    return out
+
+
+def _decode_streams(model: HpModel, streams, classes, tables, threads, allow_truncated):
+    """(C, n) values of class-coded streams; ContainerError for a missing or corrupt one
+    unless ``allow_truncated``, which decodes those as zeros (refusing a file none of whose
+    streams decodes)."""
+    from . import _fse
+    from .container import ContainerError
+    if not allow_truncated:
+        if any(s is None for s in streams):
+            raise ContainerError("l3ic file is missing channel streams")
+        try:
+            return _fse.decompress_classes_batch(streams, classes, tables, threads=threads)
+        except ValueError as e:
+            raise ContainerError(f"corrupt l3ic channel stream: {e}") from None
+    return _salvage(streams, classes, tables)
+
+
+def decode(header, streams, threads: int = 1, model: HpModel | None = None,
+           allow_truncated: bool = False) -> np.ndarray:
+    """Streams of a version 3 file (z's then y's) -> (H, W, 3) uint8.  A missing or corrupt
+    stream raises ContainerError; with ``allow_truncated`` it decodes as zeros (a y channel
+    then holds just its predicted means), unless no stream at all is intact."""
     from .container import LEVEL_ONE, ContainerError
     model = check_header(header, model)
     nz = model.z_channels
-    if len(streams) != header.channels or any(s is None for s in streams):
-        raise ContainerError("l3ic file is missing channel streams")
+    if len(streams) != header.channels:
+        raise ContainerError(f"l3ic file has {len(streams)} streams, its model {header.channels}")
+    if allow_truncated and all(s is None for s in streams):
+        raise ContainerError("no channel stream of this l3ic file is intact")
     h, w, zh, zw = model.geometry(header.height, header.width)
-    try:
-        mean, classes = hyper(model, decompress_z(model, streams[:nz], zh, zw, threads))
-        r = decompress_y(model, streams[nz:], classes, threads)
-    except ValueError as e:
-        raise ContainerError(f"corrupt l3ic channel stream: {e}") from None
+    z = _decode_streams(model, streams[:nz], z_classes(model, zh, zw), model.z_tables,
+                        threads, allow_truncated)
+    mean, classes = hyper(model, z.reshape(nz, zh, zw))
+    m = model.channels
+    r = _decode_streams(model, streams[nz:], classes.reshape(m, -1), model.y_tables, threads,
+                        allow_truncated).reshape(m, h, w)
     return synthesise(model, mean, r, header.level / LEVEL_ONE, header.height, header.width)
 
 
