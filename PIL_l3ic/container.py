@@ -49,6 +49,8 @@ from dataclasses import dataclass
 from io import BytesIO
 from typing import BinaryIO, Sequence
 
+from . import streamtable
+
 MAGIC = b"\x89L3C\r\n\x1a\n"
 VERSION = 3                # the newest version this module reads and writes
 VERSIONS = (1, 2, 3)       # versions it reads; pack writes the lowest that holds the file
@@ -226,6 +228,7 @@ class Layout:
     header_length: int
     end: int
     file_size: int | None
+    groups: tuple[ChannelEntry, ...] = ()   # version 3: the CRC groups of GROUP channels
 
     @property
     def alpha(self) -> ChunkEntry | None:
@@ -291,12 +294,14 @@ def pack(header: Header, channel_streams: Sequence[bytes], channel_modes: Sequen
     out = [_FIXED.pack(MAGIC, version, MODES[header.mode], header.model_id, len(chunks),
                        header.width, header.height, header.latent_h, header.latent_w, n,
                        header.fingerprint)]
+    if any(len(s) > _U32 for s in streams):
+        raise ValueError("channel stream longer than 4 GiB")
     if version == 3:
         out.append(_HP.pack(header.level, header.z_channels, header.stride, 0))
-    for mode, s in zip(channel_modes, streams):
-        if len(s) > _U32:
-            raise ValueError("channel stream longer than 4 GiB")
-        out.append(_CHANNEL.pack(mode, len(s), zlib.crc32(s)))
+        out.append(streamtable.pack(streams))
+    else:
+        out.extend(_CHANNEL.pack(mode, len(s), zlib.crc32(s))
+                   for mode, s in zip(channel_modes, streams))
     for ctype, data in chunks:
         out.append(_CHUNK.pack(ctype, len(data), zlib.crc32(data)))
     out.append(_CRC.pack(zlib.crc32(b"".join(out))))
@@ -327,10 +332,8 @@ def _available(fp: BinaryIO) -> int | None:
         return None
 
 
-def read_layout(fp: BinaryIO) -> Layout:
-    """Parse and verify everything up to the payload; see the module docstring."""
-    base = fp.tell()
-    file_size = _available(fp)
+def _read_fixed(fp: BinaryIO) -> bytes:
+    """The magic and fixed header, checked up to the version (reading rules 1-3)."""
     fixed = _read(fp, _FIXED.size)
     if fixed[:8] != MAGIC:
         if 0 < len(fixed) < 8 and MAGIC.startswith(fixed):
@@ -341,26 +344,50 @@ def read_layout(fp: BinaryIO) -> Layout:
                              f"{', '.join(map(str, VERSIONS))})")
     if len(fixed) < _FIXED.size:
         raise TruncatedError(f"truncated l3ic header: file is {len(fixed)} bytes")
-    (_, version, mode_id, model_id, n_chunks, width, height, latent_h, latent_w, n_channels,
-     fingerprint) = _FIXED.unpack(fixed)
-    limit = MAX_CHANNELS_V3 if version == 3 else MAX_CHANNELS
-    if not 1 <= n_channels <= limit:
-        raise ContainerError(f"channel count {n_channels} outside 1..{limit}")
-    if n_chunks > MAX_CHUNKS:
-        raise ContainerError(f"chunk count {n_chunks} exceeds {MAX_CHUNKS}")
+    return fixed
+
+
+def _read_tables(fp: BinaryIO, fixed: bytes, version: int, n_channels: int, n_chunks: int):
+    """Extension, channel table, chunk directory and header CRC (checked): (extension bytes,
+    [(mode, length, crc32)] per channel, group CRCs (version 3) or None, directory bytes,
+    header length)."""
     ext_len = _HP.size if version == 3 else 0
-    rest_len = ext_len + n_channels * _CHANNEL.size + n_chunks * _CHUNK.size + _CRC.size
-    rest = _read(fp, rest_len)
-    if len(rest) < rest_len:
+    dir_len = n_chunks * _CHUNK.size
+    if version == 3:
+        rest = _read(fp, ext_len + streamtable.max_size(n_channels) + dir_len + _CRC.size)
+        try:
+            lengths, crcs, used = streamtable.parse(rest[ext_len:], n_channels)
+        except streamtable.TableTruncated as e:
+            raise TruncatedError(f"truncated l3ic header: {e}") from None
+        except streamtable.TableError as e:
+            raise ContainerError(f"invalid l3ic stream table: {e}") from None
+        specs = [(STREAM_CLASS, n, crcs[i // streamtable.GROUP]) for i, n in enumerate(lengths)]
+        table_len = used
+    else:
+        table_len = n_channels * _CHANNEL.size
+        rest = _read(fp, table_len + dir_len + _CRC.size)
+        specs, crcs = None, None
+    end = ext_len + table_len + dir_len
+    if len(rest) < end + _CRC.size:
         raise TruncatedError("truncated l3ic header (channel table / chunk directory)")
-    (stored_crc,) = _CRC.unpack_from(rest, rest_len - _CRC.size)
-    if zlib.crc32(rest[:-_CRC.size], zlib.crc32(fixed)) != stored_crc:
+    (stored_crc,) = _CRC.unpack_from(rest, end)
+    if zlib.crc32(rest[:end], zlib.crc32(fixed)) != stored_crc:
         raise ChecksumError("l3ic header CRC mismatch: header is corrupt")
+    if specs is None:
+        specs = [_CHANNEL.unpack_from(rest, i * _CHANNEL.size) for i in range(n_channels)]
+    return (rest[:ext_len], specs, crcs, rest[ext_len + table_len:end],
+            _FIXED.size + end + _CRC.size)
+
+
+def _header(fixed: bytes, ext: bytes) -> Header:
+    """The validated Header of a fixed header and its extension (reading rule 5)."""
+    (_, version, mode_id, model_id, _, width, height, latent_h, latent_w, n_channels,
+     fingerprint) = _FIXED.unpack(fixed)
     if mode_id not in _MODE_NAMES:
         raise ContainerError(f"unknown pixel mode byte {mode_id}")
     hp = {}
     if version == 3:
-        level, z_channels, stride, reserved = _HP.unpack_from(rest, 0)
+        level, z_channels, stride, reserved = _HP.unpack(ext)
         if reserved:
             raise ContainerError(f"reserved header byte is {reserved}, must be 0")
         hp = dict(level=level, z_channels=z_channels,
@@ -371,19 +398,20 @@ def read_layout(fp: BinaryIO) -> Layout:
         raise ContainerError(f"invalid l3ic header: {e}") from None
     if header.version != (3 if version == 3 else 1):
         raise ContainerError(f"model {model_id} cannot be stored in a version {version} file")
-    rest = rest[ext_len:]
     if n_channels != header.channels:
         raise ContainerError(f"model {model_id} has {header.channels} channels, "
                              f"header says {n_channels}")
     if (latent_h, latent_w) != (header.latent_h, header.latent_w):
         raise ContainerError(f"latent shape {latent_h}x{latent_w} does not match image "
                              f"{width}x{height} (expected {header.latent_h}x{header.latent_w})")
-    header_length = _FIXED.size + ext_len + len(rest)
-    offset = header_length
+    return header
+
+
+def _chunk_entries(directory: bytes, n_chunks: int, offset: int) -> list[ChunkEntry]:
+    """The chunk directory's entries, checked (reading rule 6, first part)."""
     chunks: list[ChunkEntry] = []
-    pos = n_channels * _CHANNEL.size
     for i in range(n_chunks):
-        ctype, length, crc = _CHUNK.unpack_from(rest, pos + i * _CHUNK.size)
+        ctype, length, crc = _CHUNK.unpack_from(directory, i * _CHUNK.size)
         if not _valid_type(ctype):
             raise ContainerError(f"invalid chunk type {ctype!r}")
         if any(c.type == ctype for c in chunks):
@@ -395,23 +423,46 @@ def read_layout(fp: BinaryIO) -> Layout:
             raise ContainerError(f"chunk {ctype.decode()} length {length} exceeds {MAX_METADATA}")
         chunks.append(entry)
         offset += length
-    has_alpha_chunk = any(c.type == CHUNK_ALPHA for c in chunks)
-    if header.has_alpha != has_alpha_chunk:
+    return chunks
+
+
+def read_layout(fp: BinaryIO) -> Layout:
+    """Parse and verify everything up to the payload; see the module docstring."""
+    base = fp.tell()
+    file_size = _available(fp)
+    fixed = _read_fixed(fp)
+    version, n_chunks, n_channels = fixed[8], fixed[11], _FIXED.unpack(fixed)[9]
+    limit = MAX_CHANNELS_V3 if version == 3 else MAX_CHANNELS
+    if not 1 <= n_channels <= limit:
+        raise ContainerError(f"channel count {n_channels} outside 1..{limit}")
+    if n_chunks > MAX_CHUNKS:
+        raise ContainerError(f"chunk count {n_chunks} exceeds {MAX_CHUNKS}")
+    ext, specs, group_crcs, directory, header_length = _read_tables(fp, fixed, version,
+                                                                    n_channels, n_chunks)
+    header = _header(fixed, ext)
+    chunks = _chunk_entries(directory, n_chunks, header_length)
+    if header.has_alpha != any(c.type == CHUNK_ALPHA for c in chunks):
         raise ContainerError(f"mode {header.mode} "
                              f"{'requires' if header.has_alpha else 'forbids'} an ALPH chunk")
+    offset = header_length + sum(c.length for c in chunks)
     channels: list[ChannelEntry] = []
-    for i in range(n_channels):
-        mode, length, crc = _CHANNEL.unpack_from(rest, i * _CHANNEL.size)
+    for i, (mode, length, crc) in enumerate(specs):
         if mode not in _STREAM_MODES[version]:
             raise ContainerError(f"channel {i}: invalid stream mode {mode} in a version "
                                  f"{version} file")
         channels.append(ChannelEntry(mode, offset, length, crc))
         offset += length
+    groups = ()
+    if group_crcs is not None:
+        G = streamtable.GROUP
+        groups = tuple(ChannelEntry(STREAM_CLASS, channels[g * G].offset,
+                                    sum(c.length for c in channels[g * G:(g + 1) * G]), crc)
+                       for g, crc in enumerate(group_crcs))
     meta = {c.type: _read_entry(fp, base, file_size, c, f"chunk {c.type.decode()}")
             for c in chunks if c.type in _METADATA_CHUNKS}
     return Layout(header, tuple(channels), tuple(chunks), meta.get(CHUNK_ICC),
                   meta.get(CHUNK_EXIF), meta.get(CHUNK_XMP), base, header_length, offset,
-                  file_size)
+                  file_size, groups)
 
 
 def _read_entry(fp: BinaryIO, base: int, file_size: int | None,
@@ -428,17 +479,41 @@ def _read_entry(fp: BinaryIO, base: int, file_size: int | None,
     return data
 
 
+def _read_group(fp: BinaryIO, layout: Layout, g: int) -> list[bytes]:
+    """Version 3: the streams of CRC group g, read together and checked against its CRC."""
+    data = _read_entry(fp, layout.base, layout.file_size, layout.groups[g], f"channel group {g}")
+    first = g * streamtable.GROUP
+    chans = layout.channels[first:first + streamtable.GROUP]
+    start = chans[0].offset
+    return [data[c.offset - start:c.offset - start + c.length] for c in chans]
+
+
 def read_channel(fp: BinaryIO, layout: Layout, index: int) -> bytes:
-    """Read one channel stream and verify its CRC (TruncatedError / ChecksumError)."""
+    """Read one channel stream and verify its CRC (TruncatedError / ChecksumError); in a
+    version 3 file the CRC covers the channel's group, which is read whole."""
     if not 0 <= index < len(layout.channels):
         raise IndexError(f"channel {index} out of range")
+    if layout.groups:
+        return _read_group(fp, layout, index // streamtable.GROUP)[index % streamtable.GROUP]
     return _read_entry(fp, layout.base, layout.file_size, layout.channels[index],
                        f"channel {index}")
 
 
 def read_channels(fp: BinaryIO, layout: Layout, *,
                   allow_truncated: bool = False) -> list[bytes | None]:
+    """Every channel stream; with allow_truncated, a missing or corrupt one (version 3: every
+    channel of its CRC group) is None instead of raising."""
     out: list[bytes | None] = []
+    if layout.groups:
+        for g in range(len(layout.groups)):
+            try:
+                out.extend(_read_group(fp, layout, g))
+            except ContainerError:
+                if not allow_truncated:
+                    raise
+                first = g * streamtable.GROUP
+                out.extend([None] * len(layout.channels[first:first + streamtable.GROUP]))
+        return out
     for i in range(len(layout.channels)):
         try:
             out.append(read_channel(fp, layout, i))

@@ -204,32 +204,52 @@ def z_classes(model: HpModel, zh: int, zw: int) -> np.ndarray:
     return np.repeat(np.arange(model.z_channels, dtype=np.uint8)[:, None], zh * zw, axis=1)
 
 
+def _compress_rows(values: np.ndarray, classes: np.ndarray, tables, threads: int) -> list:
+    """One class-coded stream per row; a row of zeros is the empty stream (a channel that
+    carries nothing costs one byte of the stream table)."""
+    from . import _fse
+    busy = np.flatnonzero(values.any(axis=1))
+    out = [b""] * values.shape[0]
+    if busy.size:
+        coded = _fse.compress_classes_batch(np.ascontiguousarray(values[busy]),
+                                            np.ascontiguousarray(classes[busy]), tables,
+                                            threads=threads)
+        for i, s in zip(busy, coded):
+            out[i] = s
+    return out
+
+
 def compress(model: HpModel, r, classes, z_vals, threads: int = 1) -> tuple[list, list]:
     """(z streams, y streams)."""
-    from . import _fse
     nz, m = z_vals.shape[0], r.shape[0]
-    z_streams = _fse.compress_classes_batch(z_vals.reshape(nz, -1),
-                                            z_classes(model, *z_vals.shape[1:]),
-                                            model.z_tables, threads=threads)
-    y_streams = _fse.compress_classes_batch(r.reshape(m, -1), classes.reshape(m, -1),
-                                            model.y_tables, threads=threads)
+    z_streams = _compress_rows(z_vals.reshape(nz, -1), z_classes(model, *z_vals.shape[1:]),
+                               model.z_tables, threads)
+    y_streams = _compress_rows(r.reshape(m, -1), classes.reshape(m, -1), model.y_tables, threads)
     return z_streams, y_streams
 
 
-def decompress_z(model: HpModel, z_streams, zh: int, zw: int, threads: int = 1) -> np.ndarray:
+def _decompress_rows(streams, classes: np.ndarray, tables, threads: int) -> np.ndarray:
+    """Inverse of _compress_rows: (len(streams), n) int32; FSEError for a bad stream."""
     from . import _fse
-    z = _fse.decompress_classes_batch(z_streams, z_classes(model, zh, zw), model.z_tables,
-                                      threads=threads)
+    out = np.zeros(classes.shape, np.int32)
+    busy = [i for i, s in enumerate(streams) if len(s)]
+    if busy:
+        out[busy] = _fse.decompress_classes_batch([streams[i] for i in busy],
+                                                  np.ascontiguousarray(classes[busy]), tables,
+                                                  threads=threads)
+    return out
+
+
+def decompress_z(model: HpModel, z_streams, zh: int, zw: int, threads: int = 1) -> np.ndarray:
+    z = _decompress_rows(z_streams, z_classes(model, zh, zw), model.z_tables, threads)
     return z.reshape(model.z_channels, zh, zw)
 
 
 def decompress_y(model: HpModel, y_streams, classes, threads: int = 1) -> np.ndarray:
     """y streams of the channels in ``classes`` (rows in the same order) -> (len, h, w)."""
-    from . import _fse
     c, h, w = classes.shape
-    r = _fse.decompress_classes_batch(y_streams, classes.reshape(c, -1), model.y_tables,
-                                      threads=threads)
-    return r.reshape(c, h, w)
+    return _decompress_rows(y_streams, classes.reshape(c, -1), model.y_tables, threads
+                            ).reshape(c, h, w)
 
 
 # ----------------------------------------------------------------------------- container glue
@@ -280,7 +300,7 @@ def _salvage(streams, classes, tables) -> np.ndarray:
     from . import _fse
     out = np.zeros(classes.shape, np.int32)
     for i, s in enumerate(streams):
-        if s is not None:
+        if s:
             try:
                 out[i] = _fse.decompress_classes(s, classes[i], tables)
             except ValueError:
@@ -298,7 +318,7 @@ def _decode_streams(model: HpModel, streams, classes, tables, threads, allow_tru
         if any(s is None for s in streams):
             raise ContainerError("l3ic file is missing channel streams")
         try:
-            return _fse.decompress_classes_batch(streams, classes, tables, threads=threads)
+            return _decompress_rows(streams, classes, tables, threads)
         except ValueError as e:
             raise ContainerError(f"corrupt l3ic channel stream: {e}") from None
     return _salvage(streams, classes, tables)
