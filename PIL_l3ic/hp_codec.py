@@ -117,6 +117,13 @@ def load_model(name: str = MODEL_NAME) -> HpModel:
         raise runtime.ModelError(f"invalid l3ic hp model {path}: {type(e).__name__}: {e}") from None
     if model.hyper.m != model.channels or model.z_offset.shape != (model.z_channels,):
         raise runtime.ModelError(f"invalid l3ic hp model {path}: inconsistent channel counts")
+    # every class the decoder can compute must have a table: z classes are the z channels,
+    # y classes the hyper-synthesis's 0..classes-1
+    if (model.z_tables.classes, model.y_tables.classes) != (model.z_channels, model.hyper.classes):
+        raise runtime.ModelError(
+            f"invalid l3ic hp model {path}: {model.z_tables.classes} z and "
+            f"{model.y_tables.classes} y tables, the model needs {model.z_channels} and "
+            f"{model.hyper.classes}")
     with _lock:
         _models[str(path)] = model
     return model

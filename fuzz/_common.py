@@ -10,8 +10,10 @@ CRC fix-up
     ``fix_crcs(data)`` recomputes every CRC a mutated container declares (chunk data, channel
     streams, header) and stamps the installed model's fingerprint, so the fuzzer's mutations of
     lengths, modes, streams and chunk data reach the checks behind the CRCs (entropy decoder,
-    alpha inflation, field validation) instead of all stopping at the first CRC.  It never
-    raises and never allocates more than the input.
+    alpha inflation, field validation) instead of all stopping at the first CRC.  Version 3
+    (hp) headers too: the 6-byte extension, the LEB128 stream table with one CRC per group of
+    16 streams, and the hp model's fingerprint (hp_codec.load_model()).  It never raises and
+    never allocates more than the input.
 """
 from __future__ import annotations
 
@@ -33,6 +35,8 @@ if ROOT not in sys.path and (os.environ.get("L3IC_FUZZ_EXT")
 MAGIC = b"\x89L3C\r\n\x1a\n"
 _FIXED = 34
 _MODEL_CHANNELS = {1: 16, 2: 32, 3: 64}
+HP_MODEL_ID = 4
+_HP_EXT = 6        # version 3: level, z_channels, stride, reserved
 
 
 def use_fuzz_extension() -> str | None:
@@ -67,10 +71,15 @@ _fingerprints: dict[int, bytes] = {}
 
 
 def installed_fingerprint(model_id: int) -> bytes | None:
+    """The installed model's fingerprint (1-3: the 0.1.0 models, 4: hp); None without it."""
     if model_id not in _fingerprints:
         try:
-            from PIL_l3ic import runtime
-            _fingerprints[model_id] = runtime.model_info(model_id).fingerprint
+            if model_id == HP_MODEL_ID:
+                from PIL_l3ic import hp_codec
+                _fingerprints[model_id] = hp_codec.load_model().fingerprint
+            else:
+                from PIL_l3ic import runtime
+                _fingerprints[model_id] = runtime.model_info(model_id).fingerprint
         except (OSError, ValueError):
             return None
     return _fingerprints[model_id]
@@ -81,12 +90,14 @@ def fix_crcs(data: bytes, refingerprint: bool = True) -> bytes:
     if len(data) < _FIXED or data[:8] != MAGIC:
         return data
     b = bytearray(data)
-    model_id, n_chunks = b[10], b[11]
+    version, model_id, n_chunks = b[8], b[10], b[11]
     (n_channels,) = struct.unpack_from("<H", b, 24)
-    if refingerprint and model_id in _MODEL_CHANNELS:
+    if refingerprint and (model_id in _MODEL_CHANNELS or model_id == HP_MODEL_ID):
         fp = installed_fingerprint(model_id)
         if fp is not None:
             b[26:34] = fp
+    if version == 3:
+        return _fix_v3(b, n_channels, n_chunks)
     if not 1 <= n_channels <= 256 or n_chunks > 16:
         return bytes(b)
     table = _FIXED
@@ -109,6 +120,39 @@ def fix_crcs(data: bytes, refingerprint: bool = True) -> bytes:
     for crc_pos, off, length in entries:
         if off + length <= len(b):
             struct.pack_into("<I", b, crc_pos, zlib.crc32(b[off:off + length]))
+    struct.pack_into("<I", b, crc_at, zlib.crc32(b[:crc_at]))
+    return bytes(b)
+
+
+def _fix_v3(b: bytearray, n_channels: int, n_chunks: int) -> bytes:
+    """fix_crcs for a version 3 header: extension, stream table (varint lengths, group CRCs)."""
+    from PIL_l3ic import streamtable
+    table = _FIXED + _HP_EXT
+    if not 1 <= n_channels <= 1024 or n_chunks > 16 or table > len(b):
+        return bytes(b)
+    try:
+        lengths, _, used = streamtable.parse(bytes(b[table:table + streamtable.max_size(
+            n_channels)]), n_channels)
+    except streamtable.TableError:
+        return bytes(b)
+    groups_at = table + used - 4 * streamtable.groups(n_channels)
+    directory = table + used
+    crc_at = directory + 12 * n_chunks
+    if crc_at + 4 > len(b):
+        return bytes(b)
+    offset = crc_at + 4
+    for i in range(n_chunks):
+        pos = directory + 12 * i
+        (length,) = struct.unpack_from("<I", b, pos + 4)
+        if offset + length <= len(b):
+            struct.pack_into("<I", b, pos + 8, zlib.crc32(b[offset:offset + length]))
+        offset += length
+    G = streamtable.GROUP
+    for g in range(streamtable.groups(n_channels)):
+        size = sum(lengths[g * G:(g + 1) * G])
+        if offset + size <= len(b):
+            struct.pack_into("<I", b, groups_at + 4 * g, zlib.crc32(b[offset:offset + size]))
+        offset += size
     struct.pack_into("<I", b, crc_at, zlib.crc32(b[:crc_at]))
     return bytes(b)
 

@@ -106,6 +106,21 @@ def _salvage(buf: bytes, size, mode) -> str:
         ImageFile.LOAD_TRUNCATED_IMAGES = saved
 
 
+def _standin_output(shape, fill, take, up: int, down: int, c_out: int):
+    """Fill a real-sized input buffer, then hand ``take`` an output of the exact shape the
+    network would give: ``up`` x larger (a decoder, with some input-dependent content) or
+    ``down`` x smaller, rounded up as with SAME padding (zeros)."""
+    buf = np.empty(shape, np.float32)
+    fill(buf)
+    _, h, w, _ = shape
+    if up > 1:
+        out = np.full((1, up * h, up * w, c_out), 128.0, np.float32)
+        out[0, ::up, ::up, :] = buf[0, :, :, :c_out] * 8.0
+    else:
+        out = np.zeros((1, -(-h // down), -(-w // down), c_out), np.float32)
+    return take(out)
+
+
 class _StandIn:
     """Same interface as runtime.Network; runs the real network only while ``real`` is set."""
     real = True
@@ -116,22 +131,33 @@ class _StandIn:
     def run(self, shape, fill, take):
         if _StandIn.real:
             return self.net.run(shape, fill, take)
-        buf = np.empty(shape, np.float32)
-        fill(buf)
-        _, h, w, _ = shape
         if self.kind == "decoder":
-            out = np.full((1, 8 * h, 8 * w, 3), 128.0, np.float32)
-            out[0, ::8, ::8, :] = buf[0, :, :, :3] * 8.0     # some input-dependent content
-        else:
-            out = np.zeros((1, h // 8, w // 8, self.info.channels), np.float32)
-        return take(out)
+            return _standin_output(shape, fill, take, 8, 1, 3)
+        return _standin_output(shape, fill, take, 1, 8, self.info.channels)
+
+
+_hp_stride: list[int] = []
+
+
+def _file_scale(net) -> tuple[int, int]:
+    """(up, down) of an hp network (runtime.FileNetwork): the decoder (c_out 3) upsamples by
+    the model's stride, the encoder (c_in 3) downsamples by it, the hyper-encoder by 4."""
+    c_in, c_out = net._channels
+    if not _hp_stride:
+        from PIL_l3ic import hp_codec
+        _hp_stride.append(hp_codec.load_model().stride)
+    if c_out == 3:
+        return _hp_stride[0], 1
+    return 1, _hp_stride[0] if c_in == 3 else 4
 
 
 def install_network_standin() -> type[_StandIn]:
-    """Route runtime.network through _StandIn; set ``_StandIn.real`` per input."""
+    """Route runtime.network (the 0.1.0 models) and runtime.FileNetwork.run (the hp models)
+    through the stand-in; set ``_StandIn.real`` per input."""
     if getattr(runtime.network, "_standin", False):
         return _StandIn
     real_network = runtime.network
+    real_file_run = runtime.FileNetwork.run
     cache: dict[int, _StandIn] = {}
 
     def network(quality, kind):
@@ -140,8 +166,14 @@ def install_network_standin() -> type[_StandIn]:
             cache[id(net)] = _StandIn(net)
         return cache[id(net)]
 
+    def file_run(self, shape, fill, take):
+        if _StandIn.real:
+            return real_file_run(self, shape, fill, take)
+        return _standin_output(shape, fill, take, *_file_scale(self), self._channels[1])
+
     network._standin = True
     runtime.network = network
+    runtime.FileNetwork.run = file_run
     return _StandIn
 
 

@@ -23,7 +23,9 @@ runs on small images; larger headers still go through the whole parser and the b
 TFLite invoke costs ~10 ms even then, so only one input in FUZZ_REAL_NET_EVERY (default 16)
 runs the real decoder network; the others run a stand-in with the same ``run(shape, fill,
 take)`` interface (fills the real input buffer, returns an output of the exact shape), so every
-line of codec.py around the network still runs.  FUZZ_REAL_NET_EVERY=1: always the real one.
+line of codec.py around the network still runs; for version 3 (hp) files the stand-in replaces
+runtime.FileNetwork.run, so hp_codec's tiling and the integer hyper-synthesis still run.
+FUZZ_REAL_NET_EVERY=1: always the real one.
 """
 from __future__ import annotations
 

@@ -8,7 +8,10 @@ decode/: every mode (RGB, L, RGBA, LA) x every quality (16c, 32c, 64c) x every s
     (1x1; below one latent cell; exact multiples of 8; non-multiples; thin strips; the largest
     the full-path harness decodes, 160x96), content varied (smooth + noise, flat, noise-only,
     transparent/opaque/partial alpha), plus files with metadata chunks (ICC, EXIF, XMP), an
-    unknown ancillary chunk, and a file with trailing bytes.
+    unknown ancillary chunk, and a file with trailing bytes.  With the hp model installed, also
+    version 3 files (hp_*.l3c): every mode x 5 sizes (1x1 .. 128x96, the harness's pixel limit)
+    at qualities 0, 50 and 100, a flat image (mostly empty streams) and one with metadata;
+    without it they are left out (the summary's hp_files is 0).
 fse/: every distinct channel stream of those files, plus streams from ``_fse.compress`` on
     synthetic channels covering every stream mode (run, raw, tANS with 5- and 8-bit symbols,
     context tANS coded with the width the harnesses decode with, fuzz/_common.width_for)
@@ -32,6 +35,8 @@ SIZES = [(1, 1), (3, 5), (7, 7), (8, 8), (16, 16), (9, 8), (33, 17), (64, 48), (
          (120, 3), (160, 96)]
 QUALITIES = ("16c", "32c", "64c")
 MODES = ("RGB", "L", "RGBA", "LA")
+HP_SIZES = [(1, 1), (17, 9), (64, 64), (65, 33), (128, 96)]
+HP_QUALITIES = (0, 50, 100)
 
 
 def _image(mode: str, w: int, h: int, seed: int, content: str = "smooth"):
@@ -94,13 +99,16 @@ def make(outdir: str) -> dict[str, int]:
     files["RGBA_16c_ancillary"] = container.pack(
         layout.header, streams, [c.mode for c in layout.channels], alpha=alpha,
         extra_chunks=[(b"zzzz", b"ancillary data")])
+    hp_files = _hp_files(files)
     for name, data in files.items():
         with open(os.path.join(ddir, name + ".l3c"), "wb") as f:
             f.write(data)
 
     streams: dict[bytes, str] = {}
     for name, data in files.items():
-        _, chans, _ = container.unpack(data)
+        layout, chans, _ = container.unpack(data)
+        if layout.header.model_id == container.HP_MODEL_ID:
+            continue    # class-coded streams: no header, decodable only with the model's tables
         for s in chans:
             streams.setdefault(s, f"ch_{hashlib.sha1(s).hexdigest()[:12]}")
     rng = np.random.default_rng(7)
@@ -151,9 +159,30 @@ def make(outdir: str) -> dict[str, int]:
         m = fse.stream_info(s)
         key = f"{m['mode']}/S{m['states']}" if m["mode"].startswith("tans") else m["mode"]
         modes[key] = modes.get(key, 0) + 1
-    summary = {"decode_files": len(files), "fse_streams": len(streams), **modes,
-               "class_streams": nclass}
+    summary = {"decode_files": len(files), "hp_files": hp_files, "fse_streams": len(streams),
+               **modes, "class_streams": nclass}
     return summary
+
+
+def _hp_files(files: dict[str, bytes]) -> int:
+    """Version 3 seeds (see the module docstring); 0 when the hp model is not installed."""
+    from PIL_l3ic import hp_codec
+    try:
+        hp_codec.load_model()
+    except OSError:            # ModelError: no (or a broken) hp model here
+        return 0
+    count, seed = 0, 1000
+    for i, mode in enumerate(MODES):
+        for j, (w, h) in enumerate(HP_SIZES):
+            seed += 1
+            q = HP_QUALITIES[(i + j) % len(HP_QUALITIES)]
+            files[f"hp_{mode}_q{q}_{w}x{h}"] = _save(_image(mode, w, h, seed), model="hp",
+                                                     quality=q)
+            count += 1
+    files["hp_RGB_flat_96x64"] = _save(_image("RGB", 96, 64, 5, "flat"), model="hp", quality=50)
+    files["hp_RGBA_meta"] = _save(_image("RGBA", 40, 24, 6), model="hp", quality=100,
+                                  icc_profile=b"ICC-profile", xmp="<x:xmpmeta/>")
+    return count + 2
 
 
 def _class_seeds(fse, fdir, rng) -> int:
