@@ -191,6 +191,18 @@ def export(source, out_dir=OUT_DIR, variant="float32", name="l3ic_hp"):
     return info
 
 
+def save_weights(source, path):
+    """The weights of a checkpoint as compressed float16 with its state and recipe, without
+    Adam's moments: the committed format (training/weights/l3ic_hp.npz), which hp_train --init
+    resumes from."""
+    with np.load(source) as f:
+        keys = [k for k in f.files if not k.startswith(("opt/", "meta/"))]
+        arrays = {k: f[k].astype(np.float16) for k in keys}
+        meta = {k: f[k] for k in f.files if k.startswith("meta/")}
+    np.savez_compressed(path, **arrays, **meta)
+    print(f"weights: {path}, {os.path.getsize(path)} bytes", flush=True)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -198,8 +210,12 @@ def main(argv=None):
     p.add_argument("--out-dir", default=OUT_DIR)
     p.add_argument("--variant", default="float32", choices=("float32", "int8"))
     p.add_argument("--name", default="l3ic_hp")
+    p.add_argument("--save-weights", metavar="NPZ", help="also write the weights in the "
+                   "committed format (float16, no optimizer state) to NPZ")
     args = p.parse_args(argv)
     export(args.source, args.out_dir, args.variant, args.name)
+    if args.save_weights:
+        save_weights(args.source, args.save_weights)
 
 
 # transposed 5x5 stride-2 "same" conv = 3x3 conv to 4C outputs + depth-to-space: for output
