@@ -503,24 +503,21 @@ def read_channels(fp: BinaryIO, layout: Layout, *,
                   allow_truncated: bool = False) -> list[bytes | None]:
     """Every channel stream; with allow_truncated, a missing or corrupt one (version 3: every
     channel of its CRC group) is None instead of raising."""
+    G = streamtable.GROUP
+    if layout.groups:       # units read and checked together: (reader, channel count)
+        units = [(lambda g=g: _read_group(fp, layout, g), len(layout.channels[g * G:(g + 1) * G]))
+                 for g in range(len(layout.groups))]
+    else:
+        units = [(lambda i=i: [read_channel(fp, layout, i)], 1)
+                 for i in range(len(layout.channels))]
     out: list[bytes | None] = []
-    if layout.groups:
-        for g in range(len(layout.groups)):
-            try:
-                out.extend(_read_group(fp, layout, g))
-            except ContainerError:
-                if not allow_truncated:
-                    raise
-                first = g * streamtable.GROUP
-                out.extend([None] * len(layout.channels[first:first + streamtable.GROUP]))
-        return out
-    for i in range(len(layout.channels)):
+    for read, count in units:
         try:
-            out.append(read_channel(fp, layout, i))
+            out.extend(read())
         except ContainerError:
             if not allow_truncated:
                 raise
-            out.append(None)
+            out.extend([None] * count)
     return out
 
 

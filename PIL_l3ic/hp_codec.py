@@ -247,16 +247,47 @@ def _decompress_rows(streams, classes: np.ndarray, tables, threads: int) -> np.n
     return out
 
 
-def decompress_z(model: HpModel, z_streams, zh: int, zw: int, threads: int = 1) -> np.ndarray:
-    z = _decompress_rows(z_streams, z_classes(model, zh, zw), model.z_tables, threads)
+def _salvage(streams, classes, tables) -> np.ndarray:
+    """Channel by channel: a stream that is missing (None) or does not decode gives zeros."""
+    from . import _fse
+    out = np.zeros(classes.shape, np.int32)
+    for i, s in enumerate(streams):
+        if s:
+            try:
+                out[i] = _fse.decompress_classes(s, classes[i], tables)
+            except ValueError:
+                pass
+    return out
+
+
+def _decode_streams(streams, classes, tables, threads, allow_truncated):
+    """(C, n) values of class-coded streams; ContainerError for a missing or corrupt one
+    unless ``allow_truncated``, which decodes those as zeros."""
+    from .container import ContainerError
+    if allow_truncated:
+        return _salvage(streams, classes, tables)
+    if any(s is None for s in streams):
+        raise ContainerError("l3ic file is missing channel streams")
+    try:
+        return _decompress_rows(streams, classes, tables, threads)
+    except ValueError as e:
+        raise ContainerError(f"corrupt l3ic channel stream: {e}") from None
+
+
+def decompress_z(model: HpModel, z_streams, zh: int, zw: int, threads: int = 1,
+                 allow_truncated: bool = False) -> np.ndarray:
+    """z streams -> (NZ, zh, zw) z values minus offsets (see _decode_streams for errors)."""
+    z = _decode_streams(z_streams, z_classes(model, zh, zw), model.z_tables, threads,
+                        allow_truncated)
     return z.reshape(model.z_channels, zh, zw)
 
 
-def decompress_y(model: HpModel, y_streams, classes, threads: int = 1) -> np.ndarray:
+def decompress_y(model: HpModel, y_streams, classes, threads: int = 1,
+                 allow_truncated: bool = False) -> np.ndarray:
     """y streams of the channels in ``classes`` (rows in the same order) -> (len, h, w)."""
     c, h, w = classes.shape
-    return _decompress_rows(y_streams, classes.reshape(c, -1), model.y_tables, threads
-                            ).reshape(c, h, w)
+    return _decode_streams(y_streams, classes.reshape(c, -1), model.y_tables, threads,
+                           allow_truncated).reshape(c, h, w)
 
 
 # ----------------------------------------------------------------------------- container glue
@@ -302,35 +333,6 @@ def check_header(header, model: HpModel | None = None) -> HpModel:
     return model
 
 
-def _salvage(streams, classes, tables) -> np.ndarray:
-    """Channel by channel: a stream that is missing (None) or does not decode gives zeros."""
-    from . import _fse
-    out = np.zeros(classes.shape, np.int32)
-    for i, s in enumerate(streams):
-        if s:
-            try:
-                out[i] = _fse.decompress_classes(s, classes[i], tables)
-            except ValueError:
-                pass
-    return out
-
-
-def _decode_streams(model: HpModel, streams, classes, tables, threads, allow_truncated):
-    """(C, n) values of class-coded streams; ContainerError for a missing or corrupt one
-    unless ``allow_truncated``, which decodes those as zeros (refusing a file none of whose
-    streams decodes)."""
-    from . import _fse
-    from .container import ContainerError
-    if not allow_truncated:
-        if any(s is None for s in streams):
-            raise ContainerError("l3ic file is missing channel streams")
-        try:
-            return _decompress_rows(streams, classes, tables, threads)
-        except ValueError as e:
-            raise ContainerError(f"corrupt l3ic channel stream: {e}") from None
-    return _salvage(streams, classes, tables)
-
-
 def decode(header, streams, threads: int = 1, model: HpModel | None = None,
            allow_truncated: bool = False) -> np.ndarray:
     """Streams of a version 3 file (z's then y's) -> (H, W, 3) uint8.  A missing or corrupt
@@ -343,13 +345,10 @@ def decode(header, streams, threads: int = 1, model: HpModel | None = None,
         raise ContainerError(f"l3ic file has {len(streams)} streams, its model {header.channels}")
     if allow_truncated and all(s is None for s in streams):
         raise ContainerError("no channel stream of this l3ic file is intact")
-    h, w, zh, zw = model.geometry(header.height, header.width)
-    z = _decode_streams(model, streams[:nz], z_classes(model, zh, zw), model.z_tables,
-                        threads, allow_truncated)
-    mean, classes = hyper(model, z.reshape(nz, zh, zw))
-    m = model.channels
-    r = _decode_streams(model, streams[nz:], classes.reshape(m, -1), model.y_tables, threads,
-                        allow_truncated).reshape(m, h, w)
+    _, _, zh, zw = model.geometry(header.height, header.width)
+    mean, classes = hyper(model, decompress_z(model, streams[:nz], zh, zw, threads,
+                                              allow_truncated))
+    r = decompress_y(model, streams[nz:], classes, threads, allow_truncated)
     return synthesise(model, mean, r, header.level / LEVEL_ONE, header.height, header.width)
 
 

@@ -250,8 +250,11 @@ class Network:
     def __init__(self, info: ModelInfo, kind: str):
         self.info = info
         self.kind = kind
-        self.path = {"encoder": info.encoder_path, "decoder": info.decoder_path,
-                     "refiner": info.refiner_path}[kind]
+        self._open({"encoder": info.encoder_path, "decoder": info.decoder_path,
+                    "refiner": info.refiner_path}[kind])
+
+    def _open(self, path: Path | None) -> None:
+        self.path = path
         self._lock = threading.Lock()
         self._shape: tuple | None = None    # the input shapes the tensors are allocated for
         self._allocated = False
@@ -377,13 +380,9 @@ class FileNetwork(Network):
     channels and one output of c_out channels, dynamic height and width."""
 
     def __init__(self, path: Path, c_in: int, c_out: int):
-        self.info, self.kind, self.path = None, path.name, path
+        self.info, self.kind = None, path.name
         self._channels = (c_in, c_out)
-        self._lock = threading.Lock()
-        self._shape = None
-        self._allocated = False
-        self.delegate = None
-        self._interpreter = self._create()
+        self._open(path)
 
     def _check(self, it) -> None:
         ins, outs = it.get_input_details(), it.get_output_details()
@@ -394,9 +393,8 @@ class FileNetwork(Network):
                              f"[1, H, W, {self._channels[0]}] -> [1, h, w, {self._channels[1]}]")
 
 
-def file_network(path: Path, c_in: int, c_out: int) -> FileNetwork:
-    """The FileNetwork of a model file, created on first use and cached (per thread setting)."""
-    key = (str(path), "file", f"{c_in}-{c_out}")
+def _cached(key: tuple, make: Callable[[], Network]) -> Network:
+    """The network cached under ``key``, made (once, under the creation lock) if missing."""
     with _lock:
         net = _networks.get(key)
     if net is not None:
@@ -405,12 +403,17 @@ def file_network(path: Path, c_in: int, c_out: int) -> FileNetwork:
         with _lock:
             net = _networks.get(key)
         if net is None:
-            if not path.is_file():
-                raise ModelError(f"l3ic model file not found: {path}")
-            net = FileNetwork(path, c_in, c_out)
+            net = make()
             with _lock:
                 _networks[key] = net
     return net
+
+
+def file_network(path: Path, c_in: int, c_out: int) -> FileNetwork:
+    """The FileNetwork of a model file, created on first use and cached (per thread setting)."""
+    if not path.is_file():
+        raise ModelError(f"l3ic model file not found: {path}")
+    return _cached((str(path), "file", f"{c_in}-{c_out}"), lambda: FileNetwork(path, c_in, c_out))
 
 
 def network(quality: str | int, kind: str) -> Network:
@@ -422,17 +425,6 @@ def network(quality: str | int, kind: str) -> Network:
     if kind == "refiner" and info.refiner_path is None:
         raise ModelError(f"l3ic model {info.quality} has no refiner ({info.json_path.name} "
                          "names none; training.export writes one)")
-    key = (str(info.json_path), info.quality, kind)
-    with _lock:
-        net = _networks.get(key)
-    if net is not None:
-        return net
-    with _create_lock:
-        with _lock:
-            net = _networks.get(key)
-        if net is None:
-            net = (Refiner if kind == "refiner" else Network)(info, kind)
-            with _lock:
-                _networks[key] = net
-    return net
+    return _cached((str(info.json_path), info.quality, kind),
+                   lambda: (Refiner if kind == "refiner" else Network)(info, kind))
 
